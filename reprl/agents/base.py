@@ -1,0 +1,130 @@
+"""The agent interface: acting plus the four hooks the one loop calls.
+
+``prepare(batch)`` (no grad: returns, targets), ``compute_loss(mb)`` ->
+``({"loss_<group>_<name>": tensor}, {"stats/...": tensor})``, ``update(losses)`` (sum -> one
+backward -> all-reduce under torchrun -> clip -> step) and ``after_update(mb, info)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from reprl import dist
+from reprl.models import AgentModel
+from reprl.types import Batch, EnvSpec
+
+
+class Agent:
+    """Base class with the shared update step; subclasses implement the algorithm."""
+
+    #: Extras this agent needs from ``prepare`` before ``compute_loss`` (checked in tests).
+    requires: tuple[str, ...] = ()
+
+    def __init__(self, cfg: Any, spec: EnvSpec, model: AgentModel, device: torch.device) -> None:
+        self.cfg, self.spec, self.model, self.device = cfg, spec, model, device
+        self.optimizer = self.make_optimizer()
+        self.stop_updates = False  # set by after_update to end this iteration's updates
+        autocast = getattr(cfg, "autocast", "none")
+        self._autocast = autocast == "bf16"
+
+    # ------------------------------------------------------------------ construction
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """Adam over the model's trainable parameters (fused kernels where available)."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        lr = self.cfg.lr(0.0)
+        try:
+            return torch.optim.Adam(params, lr=lr, eps=self.cfg.adam_eps, fused=True)
+        except (RuntimeError, TypeError):  # fused unsupported for this device/dtype
+            return torch.optim.Adam(params, lr=lr, eps=self.cfg.adam_eps)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """bfloat16 autocast when ``autocast: bf16`` (CPUs with AVX-512 BF16, and GPUs)."""
+        if self._autocast:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def make_source(self, envs: Any, seed: int, device: torch.device) -> Any:
+        """The Source this agent learns from (on-policy default: rollouts of ``num_steps``)."""
+        from reprl.data.rollout import RolloutSource
+
+        return RolloutSource(envs, self.cfg.num_steps, seed, device)
+
+    # ------------------------------------------------------------------ acting
+    def initial_state(self, batch_size: int) -> Any:
+        """Initial recurrent state of the model's neck (None when feed-forward)."""
+        return self.model.initial_state(batch_size, self.device)
+
+    @torch.inference_mode()
+    def act(
+        self, obs: torch.Tensor, state: Any, is_first: torch.Tensor, deterministic: bool = False
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], Any]:
+        """Choose actions for ``obs`` ``(N, 1, ...)``: ``(action, extras to store, new state)``."""
+        with self.autocast():
+            (out, state), _ = self.model(
+                obs.to(self.device, non_blocking=True), state, is_first.to(self.device)
+            )
+        action = out.dist.mode() if deterministic else out.dist.sample()
+        return action, self.act_extras(out, action), state
+
+    def act_extras(self, out: Any, action: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-step quantities to store in the Batch (e.g. value, log_prob)."""
+        return {}
+
+    # ------------------------------------------------------------------ the four hooks
+    def on_iteration_start(self, progress: float) -> None:
+        """Set scheduled hyperparameters for training fraction ``progress`` in [0, 1]."""
+        self.stop_updates = False
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.cfg.lr(progress)
+
+    def prepare(self, batch: Batch) -> Batch:
+        """No-grad preparation of targets (returns, advantages, ...)."""
+        return batch
+
+    def minibatches(self, source: Any, batch: Batch) -> Iterator[Batch]:
+        """The minibatches to update on (on-policy default: the whole batch once)."""
+        yield batch
+
+    def compute_loss(self, mb: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """``({"loss_<group>_<name>": scalar}, {"stats/<name>": scalar})``."""
+        raise NotImplementedError
+
+    def update(self, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Sum the losses, one backward, average gradients across ranks, clip, step."""
+        total = torch.stack(list(losses.values())).sum()
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        if dist.is_distributed():
+            dist.all_reduce_grads(params)
+        info: dict[str, torch.Tensor] = {}
+        max_norm = getattr(self.cfg, "max_grad_norm", None)
+        if max_norm:
+            info["stats/grad_norm"] = nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+        self.optimizer.step()
+        return info
+
+    def after_update(self, mb: Batch, info: dict[str, torch.Tensor]) -> None:
+        """After each update: target syncs, priorities, early stopping (default: nothing)."""
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Model and optimizer state (schedules are data: they need only the step)."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any], optimizer: bool = True) -> None:
+        """Restore :meth:`state_dict`; ``optimizer=False`` loads the weights only."""
+        self.model.load_state_dict(state["model"])
+        if optimizer and "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` over entries where ``mask`` is true (invalid reset steps excluded)."""
+    m = mask.to(x.dtype)
+    return (x * m).sum() / m.sum().clamp(min=1.0)

@@ -1,0 +1,167 @@
+"""Proximal Policy Optimization (Schulman et al. 2017), clipped surrogate objective.
+
+Implementation details follow Huang et al. 2022, "The 37 Implementation Details of PPO"
+(and CleanRL's ``ppo.py``): GAE, per-minibatch advantage normalisation, value clipping,
+global gradient clipping, Adam eps 1e-5, learning-rate and clip annealing (here as data
+schedules), approximate-KL early stopping (Schulman's estimator ``(r - 1) - log r``,
+http://joschu.net/blog/kl-approx.html).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from reprl.agents.base import Agent, masked_mean
+from reprl.data.returns import compute_gae
+from reprl.errors import ConfigError
+from reprl.optim.schedules import Schedule
+from reprl.registry import AGENTS
+from reprl.types import Batch
+
+
+@dataclass
+class PPOConfig:
+    """PPO hyperparameters (defaults: CleanRL ppo_atari / Huang et al. 2022)."""
+
+    num_steps: int = 128
+    """Steps collected per env per iteration (the rollout's T)."""
+    num_epochs: int = 4
+    """Passes over each rollout."""
+    num_minibatches: int = 4
+    """Minibatches per epoch (minibatch size = num_envs * num_steps / num_minibatches)."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    lr: Schedule = field(default_factory=lambda: Schedule("constant", 2.5e-4))
+    """Learning rate (a number or a schedule, e.g. {type: linear, start: 1e-3, end: 0})."""
+    adam_eps: float = 1e-5
+    """Adam epsilon."""
+    clip_coef: Schedule = field(default_factory=lambda: Schedule("constant", 0.2))
+    """Policy ratio clipping epsilon (number or schedule)."""
+    clip_vloss: bool = False
+    """Clip the value update around the old value (CleanRL default on; SB3 off)."""
+    vf_clip_coef: float | None = None
+    """Value clipping range (None: same as clip_coef)."""
+    huber_value_loss: bool = False
+    """Huber instead of squared value loss."""
+    huber_delta: float = 1.0
+    """Huber threshold."""
+    vf_coef: float = 0.5
+    """Weight of the value loss."""
+    ent_coef: Schedule = field(default_factory=lambda: Schedule("constant", 0.01))
+    """Weight of the entropy bonus (number or schedule)."""
+    norm_adv: bool = True
+    """Normalise advantages per minibatch."""
+    max_grad_norm: float | None = 0.5
+    """Global gradient-norm clipping (None: off)."""
+    target_kl: float | None = None
+    """Stop this iteration's epochs once the approximate KL exceeds this (None: off)."""
+    autocast: str = "none"
+    """Mixed precision for acting and learning: none or bf16."""
+
+    def validate(self, path: str) -> None:
+        """Reject inconsistent options at load time."""
+        if self.autocast not in ("none", "bf16"):
+            raise ConfigError(f"{path}.autocast: unknown '{self.autocast}'; valid: bf16, none")
+        for name in ("num_steps", "num_epochs", "num_minibatches"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{path}.{name}: must be >= 1, got {getattr(self, name)}")
+
+
+def value_loss(
+    value: torch.Tensor, target: torch.Tensor, old_value: torch.Tensor, cfg: Any, clip: float
+) -> torch.Tensor:
+    """Element-wise value loss, optionally Huber and clipped around the old estimate."""
+
+    def err(v: torch.Tensor) -> torch.Tensor:
+        if cfg.huber_value_loss:
+            return F.huber_loss(v, target, reduction="none", delta=cfg.huber_delta)
+        return (v - target) ** 2  # the PPO paper's squared error (as SB3; CleanRL halves it)
+
+    loss = err(value)
+    if cfg.clip_vloss:
+        vclip = clip if cfg.vf_clip_coef is None else cfg.vf_clip_coef
+        clipped = old_value + (value - old_value).clamp(-vclip, vclip)
+        loss = torch.max(loss, err(clipped))
+    return loss
+
+
+@AGENTS.register("ppo", PPOConfig)
+class PPO(Agent):
+    """PPO on the shared loop: rollouts -> GAE -> epochs of shuffled minibatches."""
+
+    requires = ("log_prob", "value", "advantage", "returns")
+
+    def act_extras(self, out: Any, action: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Store the behaviour policy's log-probability and value estimate."""
+        return {"log_prob": out.dist.log_prob(action).float(), "value": out.value[..., 0].float()}
+
+    def on_iteration_start(self, progress: float) -> None:
+        """Evaluate the schedules at this training fraction."""
+        super().on_iteration_start(progress)
+        self.clip = self.cfg.clip_coef(progress)
+        self.ent_coef = self.cfg.ent_coef(progress)
+
+    @torch.no_grad()
+    def prepare(self, batch: Batch) -> Batch:
+        """GAE advantages and returns, bootstrapped from V(next_obs) at the rollout's end."""
+        with self.autocast():
+            (out, _), _ = self.model(batch.extras["next_obs"], None, batch.extras["next_is_first"])
+        bootstrap = out.value[:, 0, 0].float()
+        adv, ret = compute_gae(
+            batch.reward,
+            batch.extras["value"],
+            batch.terminated,
+            batch.truncated,
+            batch.valid,
+            bootstrap,
+            self.cfg.gamma,
+            self.cfg.gae_lambda,
+        )
+        extras = {k: v for k, v in batch.extras.items() if k not in ("next_obs", "next_is_first")}
+        return batch.replace(extras=extras | {"advantage": adv, "returns": ret})
+
+    def minibatches(self, source: Any, batch: Batch) -> Iterator[Batch]:
+        """Shuffled transitions, num_epochs passes of num_minibatches."""
+        return source.minibatches(batch, self.cfg.num_epochs, self.cfg.num_minibatches)
+
+    def compute_loss(self, mb: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Clipped surrogate + value loss - entropy bonus on one minibatch."""
+        cfg, valid = self.cfg, mb.valid
+        with self.autocast():
+            (out, _), _ = self.model(mb.obs, None, mb.is_first)
+        logp = out.dist.log_prob(mb.action).float()
+        entropy = out.dist.entropy().float()
+        value = out.value[..., 0].float()
+        log_ratio = logp - mb.extras["log_prob"]
+        ratio = log_ratio.exp()
+        adv = mb.extras["advantage"]
+        if cfg.norm_adv:
+            mean = masked_mean(adv, valid)
+            std = masked_mean((adv - mean) ** 2, valid).sqrt()
+            adv = (adv - mean) / (std + 1e-8)
+        pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - self.clip, 1 + self.clip))
+        v_loss = value_loss(value, mb.extras["returns"], mb.extras["value"], cfg, self.clip)
+        losses = {
+            "loss_rl_policy": masked_mean(pg, valid),
+            "loss_rl_value": cfg.vf_coef * masked_mean(v_loss, valid),
+            "loss_rl_entropy": -self.ent_coef * masked_mean(entropy, valid),
+        }
+        with torch.no_grad():
+            info = {
+                "stats/approx_kl": masked_mean((ratio - 1) - log_ratio, valid),
+                "stats/clipfrac": masked_mean(((ratio - 1).abs() > self.clip).float(), valid),
+                "stats/entropy": masked_mean(entropy, valid),
+            }
+        return losses, info
+
+    def after_update(self, mb: Batch, info: dict[str, torch.Tensor]) -> None:
+        """Target-KL early stop: end this iteration's epochs once KL is too large."""
+        if self.cfg.target_kl is not None and info["stats/approx_kl"].item() > self.cfg.target_kl:
+            self.stop_updates = True

@@ -1,0 +1,162 @@
+"""On-policy Source: steps a vector env with the agent and returns ``(N, T)`` Batches."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from reprl.envs.base import VectorEnv
+from reprl.types import Batch
+
+if TYPE_CHECKING:
+    from reprl.agents.base import Agent
+
+_TORCH_DTYPES = {np.dtype("uint8"): torch.uint8, np.dtype("float32"): torch.float32}
+
+
+class RolloutSource:
+    """Collects ``num_steps`` steps from each of ``envs.num_envs`` envs per :meth:`next`.
+
+    Buffers are allocated once; observations are written straight from the env's arrays
+    into them (uint8 stays uint8) and acting reads views of them, so nothing is copied twice.
+    """
+
+    def __init__(self, envs: VectorEnv, num_steps: int, seed: int, device: torch.device) -> None:
+        self.envs, self.num_steps, self.device = envs, num_steps, device
+        spec, n = envs.spec, envs.num_envs
+        obs_dtype = _TORCH_DTYPES.get(np.dtype(spec.obs_dtype), torch.float32)
+        if spec.discrete:
+            act_shape, act_dtype = (), torch.long
+        else:
+            act_shape, act_dtype = spec.action_shape, torch.float32
+        t = num_steps
+        self.buf = Batch(
+            obs=torch.zeros((n, t, *spec.obs_shape), dtype=obs_dtype),
+            action=torch.zeros((n, t, *act_shape), dtype=act_dtype),
+            reward=torch.zeros((n, t)),
+            terminated=torch.zeros((n, t), dtype=torch.bool),
+            truncated=torch.zeros((n, t), dtype=torch.bool),
+            is_first=torch.zeros((n, t), dtype=torch.bool),
+            valid=torch.zeros((n, t), dtype=torch.bool),
+        )
+        self.next_obs = torch.from_numpy(np.array(envs.reset(seed=seed))).to(obs_dtype)
+        self.next_is_first = torch.ones(n, dtype=torch.bool)
+        self.next_valid = torch.ones(n, dtype=torch.bool)
+        self.state: Any = None
+        self.generator = torch.Generator().manual_seed(seed)
+        self._episodes: list[tuple[float, int]] = []
+        self._timers = {"env": 0.0, "inference": 0.0}
+
+    # ------------------------------------------------------------------ collect
+    def next(self, agent: Agent) -> Batch:
+        """Collect one rollout with ``agent`` acting; returns a Batch (on ``self.device``)."""
+        buf, envs = self.buf, self.envs
+        if self.state is None:
+            self.state = agent.initial_state(envs.num_envs)
+        extras: dict[str, torch.Tensor] = {}
+        clock = time.perf_counter
+        t_env = t_inf = 0.0
+        for t in range(self.num_steps):
+            buf.obs[:, t] = self.next_obs
+            buf.is_first[:, t] = self.next_is_first
+            buf.valid[:, t] = self.next_valid
+            t0 = clock()
+            action, step_extras, self.state = agent.act(
+                buf.obs[:, t : t + 1], self.state, buf.is_first[:, t : t + 1]
+            )
+            if not extras:  # allocate algorithm extras from the first step's shapes
+                extras = {
+                    k: torch.zeros((v.shape[0], self.num_steps, *v.shape[2:]), dtype=v.dtype)
+                    for k, v in step_extras.items()
+                }
+            for k, v in step_extras.items():
+                extras[k][:, t] = v[:, 0]
+            action = action[:, 0].cpu()
+            buf.action[:, t] = action
+            t1 = clock()
+            res = envs.step(action.numpy())
+            t_env += clock() - t1
+            t_inf += t1 - t0
+            self.next_obs = torch.from_numpy(res.obs)
+            buf.reward[:, t] = torch.from_numpy(res.reward)
+            term = torch.from_numpy(res.terminated)
+            trunc = torch.from_numpy(res.truncated)
+            buf.terminated[:, t] = term
+            buf.truncated[:, t] = trunc
+            done = term | trunc
+            self.next_is_first = ~self.next_valid  # the obs after a reset step starts an episode
+            self.next_valid = ~done
+            if done.any():
+                for i in np.flatnonzero(res.episode_length):
+                    self._episodes.append(
+                        (float(res.episode_return[i]), int(res.episode_length[i]))
+                    )
+        self._timers["env"] += t_env
+        self._timers["inference"] += t_inf
+        batch = Batch(
+            obs=buf.obs,
+            action=buf.action,
+            reward=buf.reward,
+            terminated=buf.terminated,
+            truncated=buf.truncated,
+            is_first=buf.is_first,
+            valid=buf.valid,
+            extras=extras,
+        )
+        # What the rollout's last step leads to, for bootstrapping: (N, 1, ...)
+        batch.extras["next_obs"] = self.next_obs[:, None]
+        batch.extras["next_is_first"] = self.next_is_first[:, None]
+        return batch if self.device.type == "cpu" else batch.to(self.device, non_blocking=True)
+
+    # ------------------------------------------------------------------ minibatches
+    def minibatches(self, batch: Batch, num_epochs: int, num_minibatches: int) -> Iterator[Batch]:
+        """Shuffled transitions, ``(B, 1, ...)`` each, ``num_epochs`` passes."""
+        flat = batch.flatten()
+        size = flat.shape[0]
+        mb_size = size // num_minibatches
+        for _ in range(num_epochs):
+            perm = torch.randperm(size, generator=self.generator).to(batch.reward.device)
+            for start in range(0, mb_size * num_minibatches, mb_size):
+                yield flat.index(perm[start : start + mb_size])
+
+    # ------------------------------------------------------------------ bookkeeping
+    def pop_metrics(self) -> dict[str, float]:
+        """Episode statistics and timings since the last call."""
+        out: dict[str, float] = {
+            "perf/env_time": self._timers["env"],
+            "perf/inference_time": self._timers["inference"],
+        }
+        if self._episodes:
+            rets, lens = zip(*self._episodes)
+            out["charts/episodic_return"] = float(np.mean(rets))
+            out["charts/episodic_length"] = float(np.mean(lens))
+            out["charts/episodes"] = float(len(rets))
+        self._episodes.clear()
+        self._timers = {"env": 0.0, "inference": 0.0}
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue collecting exactly where this source stopped."""
+        state: dict[str, Any] = {
+            "next_obs": self.next_obs.clone(),
+            "next_is_first": self.next_is_first.clone(),
+            "next_valid": self.next_valid.clone(),
+            "generator": self.generator.get_state(),
+            "env": self.envs.state_dict(),
+        }
+        if self.state is not None:
+            state["recurrent_state"] = self.state
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the env's own state only where its backend can)."""
+        self.envs.load_state_dict(state["env"])
+        self.next_obs = state["next_obs"].clone()
+        self.next_is_first = state["next_is_first"].clone()
+        self.next_valid = state["next_valid"].clone()
+        self.generator.set_state(state["generator"])
+        self.state = state.get("recurrent_state")

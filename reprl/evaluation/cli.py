@@ -1,0 +1,59 @@
+"""``reprl eval``: rebuild a run's agent from a checkpoint and evaluate it (optionally on video)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from reprl.config import config_from_saved
+from reprl.envs import make_env_spec
+from reprl.errors import CheckpointError, ReprlError
+from reprl.evaluation.evaluate import evaluate
+from reprl.runs import checkpoint as ckpt
+
+
+def load_agent(path: str | Path, device: str = "cpu") -> tuple[Any, Any, dict[str, Any]]:
+    """(agent, config, checkpoint state) from a run folder or checkpoint file."""
+    from reprl.train import make_agent
+
+    state = ckpt.load(ckpt.resolve(path))
+    cfg = config_from_saved(state["config"])
+    spec = make_env_spec(cfg.env)
+    agent = make_agent(cfg, spec, torch.device(device))
+    try:
+        agent.load_state_dict(state["agent"], optimizer=False)
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint does not fit its own config: {exc}") from None
+    agent.model.eval()
+    return agent, cfg, state
+
+
+def evaluate_checkpoint(
+    path: str, episodes: int, deterministic: bool, video: str | None, seed: int
+) -> dict[str, Any]:
+    """Evaluate a checkpoint with the same wrappers as training (minus score-changing ones)."""
+    if episodes < 1:
+        raise ReprlError(f"--episodes must be >= 1, got {episodes}")
+    agent, cfg, state = load_agent(path)
+    norm = ckpt.to_numpy(state["source"]["env"]).get("normalizer")
+    result = evaluate(agent, cfg.env, episodes, deterministic, seed=seed, normalizer_state=norm)
+    if video:
+        frames: list[np.ndarray] = []
+        evaluate(agent, cfg.env, 1, deterministic, seed=seed, normalizer_state=norm, frames=frames)
+        write_video(video, frames, fps=30)
+        result["video"] = video
+    return result
+
+
+def write_video(path: str | Path, frames: list[np.ndarray], fps: int = 30) -> None:
+    """Write RGB frames to an mp4 (imageio + the ffmpeg binary shipped in imageio-ffmpeg)."""
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with imageio.get_writer(path, fps=fps, macro_block_size=1) as writer:
+        for frame in frames:
+            writer.append_data(np.asarray(frame, dtype=np.uint8))

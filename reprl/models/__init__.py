@@ -1,0 +1,25 @@
+"""Agent models: backbones, necks and policies, composed by :func:`build_model`.
+
+Importing this package registers every built-in component in ``BACKBONES``, ``NECKS`` and
+``POLICIES``.
+"""
+
+from __future__ import annotations
+
+from reprl.models import backbones, necks, policies  # noqa: F401  (registration)
+from reprl.models.agent import AgentModel
+from reprl.models.build import build_model
+from reprl.models.config import ModelConfig
+from reprl.models.distributions import Categorical, DiagGaussian
+from reprl.models.necks import Neck
+from reprl.models.policies import PolicyOutput
+
+__all__ = [
+    "AgentModel",
+    "Categorical",
+    "DiagGaussian",
+    "ModelConfig",
+    "Neck",
+    "PolicyOutput",
+    "build_model",
+]

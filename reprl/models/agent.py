@@ -1,0 +1,77 @@
+"""The agent model: backbone -> neck -> policy, on ``(N, T, ...)`` observations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from reprl.models.necks import Neck
+from reprl.models.policies import PolicyOutput
+
+Info = dict[str, torch.Tensor]
+
+
+def _merge(backbone: Info, neck: Info, policy: Info) -> Info:
+    """Merge the parts' infos under ``backbone/``, ``neck/`` and ``policy/`` prefixes."""
+    info: Info = {}
+    for prefix, part in (("backbone", backbone), ("neck", neck), ("policy", policy)):
+        for key, value in part.items():
+            info[f"{prefix}/{key}"] = value
+    return info
+
+
+class AgentModel(nn.Module):
+    """``obs (N, T, *obs_shape) -> ((PolicyOutput, new_state), info)``.
+
+    ``state`` is the neck's recurrent state (``None`` starts from :meth:`initial_state`);
+    ``is_first (N, T)`` bool marks episode starts where the neck resets its state.
+    """
+
+    def __init__(self, backbone: nn.Module, neck: Neck, policy: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+        self.policy = policy
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> Any:
+        """The neck's state at episode start for ``batch_size`` streams (None if stateless)."""
+        return self.neck.initial_state(batch_size, device)
+
+    def _features(
+        self, obs: torch.Tensor, state: Any, is_first: torch.Tensor | None
+    ) -> tuple[torch.Tensor, Any, Info, Info]:
+        if is_first is not None and is_first.shape != obs.shape[:2]:
+            raise ValueError(
+                f"is_first must be shaped (N, T) = {tuple(obs.shape[:2])}, "
+                f"got {tuple(is_first.shape)}"
+            )
+        if state is None:
+            state = self.neck.initial_state(obs.shape[0], obs.device)
+        x, backbone_info = self.backbone(obs)
+        (y, state), neck_info = self.neck(x, state, is_first)
+        return y, state, backbone_info, neck_info
+
+    def features(
+        self, obs: torch.Tensor, state: Any = None, is_first: torch.Tensor | None = None
+    ) -> tuple[tuple[torch.Tensor, Any], Info]:
+        """Backbone and neck only: ``((features (N, T, D'), new_state), info)``."""
+        y, state, backbone_info, neck_info = self._features(obs, state, is_first)
+        return (y, state), _merge(backbone_info, neck_info, {})
+
+    def forward(
+        self, obs: torch.Tensor, state: Any = None, is_first: torch.Tensor | None = None
+    ) -> tuple[tuple[PolicyOutput, Any], Info]:
+        """``((PolicyOutput, new_state), info)`` for observations ``(N, T, *obs_shape)``."""
+        y, state, backbone_info, neck_info = self._features(obs, state, is_first)
+        out, policy_info = self.policy(y)
+        return (out, state), _merge(backbone_info, neck_info, policy_info)
+
+    def value_only(
+        self, obs: torch.Tensor, state: Any = None, is_first: torch.Tensor | None = None
+    ) -> tuple[tuple[torch.Tensor, Any], Info]:
+        """``((value (N, T, K), new_state), info)`` without building the distribution."""
+        y, state, backbone_info, neck_info = self._features(obs, state, is_first)
+        value, policy_info = self.policy.value_only(y)
+        return (value, state), _merge(backbone_info, neck_info, policy_info)

@@ -1,0 +1,50 @@
+"""Build an :class:`AgentModel` from a :class:`ModelConfig` and an :class:`EnvSpec`.
+
+Construction conventions: a backbone is ``cls(cfg, spec)``, a neck ``cls(cfg, in_dim)``, a
+policy ``cls(cfg, in_dim, spec)``. Each ``in_dim`` is inferred by passing a zero observation
+through the parts built so far, so no config states a dimension twice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from reprl.models.agent import AgentModel
+from reprl.models.config import ModelConfig
+from reprl.models.layers import orthogonal_init_
+from reprl.registry import BACKBONES, NECKS, POLICIES
+from reprl.schema import component_config
+from reprl.types import EnvSpec
+
+
+def zero_obs(spec: EnvSpec) -> torch.Tensor:
+    """A zero observation ``(1, 1, *obs_shape)`` of the env's dtype."""
+    return torch.from_numpy(np.zeros((1, 1, *spec.obs_shape), dtype=spec.obs_dtype))
+
+
+def build_model(model_cfg: ModelConfig, spec: EnvSpec) -> AgentModel:
+    """Resolve backbone, neck and policy by name, infer their input sizes and initialise.
+
+    Raises:
+        ConfigError: unknown names or options, naming the key and the valid choices.
+    """
+    entry, cfg = component_config(BACKBONES, model_cfg.backbone, "model.backbone")
+    backbone = entry.obj(cfg, spec)
+    with torch.no_grad():
+        features, _ = backbone(zero_obs(spec))
+    entry, cfg = component_config(NECKS, model_cfg.neck, "model.neck")
+    neck = entry.obj(cfg, features.shape[-1])
+    with torch.no_grad():
+        is_first = torch.ones((1, 1), dtype=torch.bool)
+        (features, _), _ = neck(features, neck.initial_state(1, features.device), is_first)
+    entry, cfg = component_config(POLICIES, model_cfg.policy, "model.policy")
+    policy = entry.obj(cfg, features.shape[-1], spec)
+
+    model = AgentModel(backbone, neck, policy)
+    if model_cfg.orthogonal_init:
+        orthogonal_init_(model)
+    if model_cfg.compile:
+        # In place, so the result stays an AgentModel (attributes, state_dict keys unchanged).
+        model.compile()
+    return model

@@ -1,0 +1,220 @@
+"""Build a run from a TrainConfig and drive the one loop: the body of ``reprl train``."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from reprl import dist
+from reprl.agents.base import Agent
+from reprl.config import TrainConfig, component_config, to_dict
+from reprl.envs import make_vector_env
+from reprl.errors import CheckpointError
+from reprl.evaluation.evaluate import evaluate
+from reprl.loop import RunState, run
+from reprl.models import build_model
+from reprl.registry import AGENTS
+from reprl.runs import checkpoint as ckpt
+from reprl.runs.callbacks import CheckpointCallback, EvalCallback, LogCallback, Progress
+from reprl.runs.logger import Logger, truncate_metrics
+
+EVAL_SEED_OFFSET = 1_000_003  # evaluation envs never share seeds with training envs
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run reports."""
+
+    run_dir: Path
+    global_step: int
+    final_eval: dict[str, Any] | None
+    solved_step: int | None
+    stop_reason: str
+    checkpoint: Path | None
+
+
+def make_agent(cfg: TrainConfig, spec: Any, device: torch.device) -> Agent:
+    """Model from the model config, agent from the agent registry."""
+    entry, agent_cfg = component_config(AGENTS, cfg.agent, "agent")
+    model = build_model(cfg.model, spec).to(device)
+    return entry.obj(agent_cfg, spec, model, device)
+
+
+def rng_state() -> dict[str, Any]:
+    """Global RNG states (torch, NumPy, Python) as checkpointable data."""
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def resolve_run_dir(cfg: TrainConfig) -> Path:
+    """``run_dir`` or ``runs/<name>-<timestamp>``."""
+    if cfg.run_dir:
+        return Path(cfg.run_dir)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.name}-{stamp}"
+
+
+def load_resume(cfg: TrainConfig) -> tuple[dict[str, Any], Path]:
+    """The saved state of the run to continue, and its run folder."""
+    path = ckpt.resolve(cfg.resume)  # type: ignore[arg-type]
+    state = ckpt.load(path)
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return state, run_dir
+
+
+def train(cfg: TrainConfig, on_ready: Any = None) -> TrainResult:
+    """Train until ``total_steps``, solved (with stop_on_solved), NaN or a signal."""
+    device = dist.init(cfg.device)
+    rank = dist.rank()
+    resume_state: dict[str, Any] | None = None
+    if cfg.resume:
+        resume_state, run_dir = load_resume(cfg)
+        cfg.run_dir = str(run_dir)
+    else:
+        run_dir = resolve_run_dir(cfg)
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
+
+    # Identical model initialisation on every rank; envs differ per rank.
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+    env_seed = cfg.seed + rank * cfg.env.num_envs
+    envs = make_vector_env(cfg.env, seed=env_seed)
+    spec = envs.spec
+    agent = make_agent(cfg, spec, device)
+    dist.broadcast_module(agent.model)
+    torch.manual_seed(cfg.seed + rank)  # sampling differs per rank
+    source = agent.make_source(envs, env_seed, device)
+
+    config_dict = to_dict(cfg)
+    logger: Logger | None = None
+    state = RunState(total_steps=cfg.total_steps)
+    if cfg.init_from:
+        init = ckpt.load(ckpt.resolve(cfg.init_from))
+        try:
+            agent.load_state_dict(init["agent"], optimizer=cfg.init_optimizer)
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"init_from {cfg.init_from} does not fit this model: {str(exc).splitlines()[0]}"
+            ) from None
+    if resume_state is not None:
+        agent.load_state_dict(resume_state["agent"])
+        source.load_state_dict(resume_state["source"])
+        set_rng_state(resume_state["rng"])
+        saved = resume_state["run_state"]
+        state.global_step, state.iteration = saved["global_step"], saved["iteration"]
+        state.extra = dict(saved["extra"])
+    if dist.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config_dict, sort_keys=False))
+        if resume_state is not None:
+            truncate_metrics(run_dir / "metrics.jsonl", state.global_step)
+        logger = Logger(run_dir, cfg.logger, config_dict)
+
+    def make_state() -> dict[str, Any]:
+        return {
+            "format": 1,
+            "config": config_dict,
+            "agent": agent.state_dict(),
+            "source": source.state_dict(),
+            "rng": rng_state(),
+            "run_state": {
+                "global_step": state.global_step,
+                "iteration": state.iteration,
+                "extra": dict(state.extra),
+            },
+        }
+
+    def run_eval(step: int) -> dict[str, Any]:
+        return evaluate(
+            agent,
+            cfg.env,
+            cfg.eval.episodes,
+            cfg.eval.deterministic,
+            seed=cfg.seed + EVAL_SEED_OFFSET,
+            normalizer_state=envs.normalizer_state(),
+        )
+
+    progress = Progress(cfg.total_steps, state.global_step, cfg.logger.progress and dist.is_main())
+    evaluator = EvalCallback(
+        run_eval,
+        cfg.eval.every_steps,
+        spec.reward_threshold if cfg.env.reward_threshold is None else cfg.env.reward_threshold,
+        cfg.stop_on_solved,
+        logger,
+        cfg.eval.at_end,
+    )
+    saver = CheckpointCallback(
+        run_dir / "checkpoints", cfg.checkpoint.every_steps, cfg.checkpoint.keep_last, make_state
+    )
+    callbacks = [LogCallback(logger, progress, cfg.logger.log_every_iterations)]
+    if dist.is_main():
+        callbacks += [evaluator, saver]
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if state.stop and state.stop_reason == "interrupted":
+            raise KeyboardInterrupt  # second Ctrl-C: give up at once
+        state.stop, state.stop_reason = True, "interrupted"
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    if on_ready is not None:
+        on_ready(run_dir)
+    start = time.perf_counter()
+    try:
+        run(agent, source, state, callbacks)
+        path = saver.save(state, final=True) if dist.is_main() else None
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        progress.close()
+        envs.close()
+        if logger is not None:
+            logger.close()
+    dist.barrier()
+    if logger is not None:
+        (run_dir / "summary.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "global_step": state.global_step,
+                    "train_time_s": round(time.perf_counter() - start, 2),
+                    "stop_reason": state.stop_reason or "total_steps",
+                    "solved_step": state.extra.get("solved_step"),
+                    "final_eval": None
+                    if evaluator.last is None
+                    else {
+                        k: evaluator.last[k] for k in ("mean_return", "std_return", "mean_length")
+                    },
+                },
+                sort_keys=False,
+            )
+        )
+    return TrainResult(
+        run_dir,
+        state.global_step,
+        evaluator.last,
+        state.extra.get("solved_step"),
+        state.stop_reason or "total_steps",
+        path,
+    )
