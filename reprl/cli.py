@@ -17,14 +17,13 @@ LISTABLE = ("experiments", "envs", "agents", "backbones", "necks", "policies")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from reprl import dist
     from reprl.config import load_config
     from reprl.train import train
 
     cfg = load_config(args.overrides)
     console = _console()
     result = train(cfg)
-    if not dist.is_main():
+    if result.rank != 0:
         return 0
     if result.stop_reason == "interrupted":
         console.print(
@@ -41,7 +40,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if result.solved_step is not None:
         console.print(f"solved at step {result.solved_step}")
     console.print(f"steps: {result.global_step}  run folder: {result.run_dir}")
-    dist.cleanup()
     return 0
 
 

@@ -83,6 +83,29 @@ def mean_scalars(values: dict[str, float]) -> dict[str, float]:
     return dict(zip(keys, (t / world_size()).tolist()))
 
 
+def any_rank(flag: bool) -> bool:
+    """True on every rank if ``flag`` is true on any rank (keeps ranks stepping in lockstep,
+    e.g. when rank 0's evaluation decides to stop)."""
+    if not is_distributed():
+        return flag
+    t = torch.tensor([int(flag)], dtype=torch.int32)
+    tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def max_param_divergence(module: torch.nn.Module) -> float:
+    """Largest absolute difference between this rank's parameters and rank 0's (0.0 when the
+    data-parallel update kept every replica identical, as it must)."""
+    if not is_distributed():
+        return 0.0
+    flat = torch.cat([p.detach().reshape(-1).float() for p in module.parameters()])
+    ref = flat.clone()
+    tdist.broadcast(ref, src=0)
+    diff = torch.tensor([(flat - ref).abs().max().item()], dtype=torch.float64)
+    tdist.all_reduce(diff, op=tdist.ReduceOp.MAX)
+    return float(diff.item())
+
+
 def barrier() -> None:
     """Wait for every rank."""
     if is_distributed():

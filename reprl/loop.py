@@ -113,6 +113,8 @@ def run(algo: Any, source: Any, state: RunState, callbacks: list[Callback]) -> R
         }
         for cb in callbacks:
             cb.on_iteration(state, metrics)
+        if world > 1:  # rank 0 may have decided to stop (solved); every rank must agree
+            state.stop = dist.any_rank(state.stop)
     for cb in callbacks:
         cb.on_end(state)
     return state

@@ -40,6 +40,7 @@ class TrainResult:
     solved_step: int | None
     stop_reason: str
     checkpoint: Path | None
+    rank: int = 0
 
 
 def make_agent(cfg: TrainConfig, spec: Any, device: torch.device) -> Agent:
@@ -192,7 +193,9 @@ def train(cfg: TrainConfig, on_ready: Any = None) -> TrainResult:
         envs.close()
         if logger is not None:
             logger.close()
+    divergence, world = dist.max_param_divergence(agent.model), dist.world_size()
     dist.barrier()
+    dist.cleanup()
     if logger is not None:
         (run_dir / "summary.yaml").write_text(
             yaml.safe_dump(
@@ -201,6 +204,8 @@ def train(cfg: TrainConfig, on_ready: Any = None) -> TrainResult:
                     "train_time_s": round(time.perf_counter() - start, 2),
                     "stop_reason": state.stop_reason or "total_steps",
                     "solved_step": state.extra.get("solved_step"),
+                    "world_size": world,
+                    "param_divergence_across_ranks": divergence,
                     "final_eval": None
                     if evaluator.last is None
                     else {
@@ -217,4 +222,5 @@ def train(cfg: TrainConfig, on_ready: Any = None) -> TrainResult:
         state.extra.get("solved_step"),
         state.stop_reason or "total_steps",
         path,
+        rank,
     )

@@ -14,6 +14,7 @@ import torch
 from reprl.agents.base import Agent, masked_mean
 from reprl.data.returns import compute_gae
 from reprl.errors import ConfigError
+from reprl.optim.optimizers import RMSprop
 from reprl.optim.schedules import Schedule
 from reprl.registry import AGENTS
 from reprl.types import Batch
@@ -62,14 +63,12 @@ class A2C(Agent):
 
     requires = ("log_prob", "value", "advantage", "returns")
 
-    def make_optimizer(self) -> torch.optim.Optimizer:
+    def make_optimizer(self) -> Any:
         """RMSprop (alpha 0.99, eps 1e-5) as in the paper and SB3, or Adam."""
         if self.cfg.optimizer == "adam":
             return super().make_optimizer()
         params = [p for p in self.model.parameters() if p.requires_grad]
-        return torch.optim.RMSprop(
-            params, lr=self.cfg.lr(0.0), alpha=self.cfg.rms_alpha, eps=self.cfg.adam_eps
-        )
+        return RMSprop(params, lr=self.cfg.lr(0.0), alpha=self.cfg.rms_alpha, eps=self.cfg.adam_eps)
 
     def act_extras(self, out: Any, action: torch.Tensor) -> dict[str, torch.Tensor]:
         """Store the value estimate (and log-prob, for logging the policy's confidence)."""

@@ -16,6 +16,7 @@ from torch import nn
 
 from reprl import dist
 from reprl.models import AgentModel
+from reprl.optim.optimizers import Adam
 from reprl.types import Batch, EnvSpec
 
 
@@ -33,14 +34,10 @@ class Agent:
         self._autocast = autocast == "bf16"
 
     # ------------------------------------------------------------------ construction
-    def make_optimizer(self) -> torch.optim.Optimizer:
-        """Adam over the model's trainable parameters (fused kernels where available)."""
+    def make_optimizer(self) -> Any:
+        """Adam over the model's trainable parameters (torch's fused kernel)."""
         params = [p for p in self.model.parameters() if p.requires_grad]
-        lr = self.cfg.lr(0.0)
-        try:
-            return torch.optim.Adam(params, lr=lr, eps=self.cfg.adam_eps, fused=True)
-        except (RuntimeError, TypeError):  # fused unsupported for this device/dtype
-            return torch.optim.Adam(params, lr=lr, eps=self.cfg.adam_eps)
+        return Adam(params, lr=self.cfg.lr(0.0), eps=self.cfg.adam_eps)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """bfloat16 autocast when ``autocast: bf16`` (CPUs with AVX-512 BF16, and GPUs)."""
@@ -99,7 +96,7 @@ class Agent:
         total = torch.stack(list(losses.values())).sum()
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        params = self.optimizer.params
         if dist.is_distributed():
             dist.all_reduce_grads(params)
         info: dict[str, torch.Tensor] = {}
@@ -126,5 +123,11 @@ class Agent:
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``x`` over entries where ``mask`` is true (invalid reset steps excluded)."""
-    m = mask.to(x.dtype)
-    return (x * m).sum() / m.sum().clamp(min=1.0)
+    return (x * mean_weights(mask)).sum()
+
+
+def mean_weights(mask: torch.Tensor) -> torch.Tensor:
+    """Weights ``mask / mask.sum()``: ``(x * w).sum()`` is the masked mean of ``x``. Computed
+    once per minibatch, it makes each masked mean two kernels."""
+    m = mask.to(torch.float32)
+    return m / m.sum().clamp(min=1.0)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from reprl.agents.base import Agent, masked_mean
+from reprl.agents.base import Agent, mean_weights
 from reprl.data.returns import compute_gae
 from reprl.errors import ConfigError
 from reprl.optim.schedules import Schedule
@@ -133,7 +133,8 @@ class PPO(Agent):
 
     def compute_loss(self, mb: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Clipped surrogate + value loss - entropy bonus on one minibatch."""
-        cfg, valid = self.cfg, mb.valid
+        cfg = self.cfg
+        w = mean_weights(mb.valid)  # masked means: (x * w).sum(); invalid reset steps weigh 0
         with self.autocast():
             (out, _), _ = self.model(mb.obs, None, mb.is_first)
         logp = out.dist.log_prob(mb.action).float()
@@ -142,22 +143,23 @@ class PPO(Agent):
         log_ratio = logp - mb.extras["log_prob"]
         ratio = log_ratio.exp()
         adv = mb.extras["advantage"]
-        if cfg.norm_adv:
-            mean = masked_mean(adv, valid)
-            std = masked_mean((adv - mean) ** 2, valid).sqrt()
+        if cfg.norm_adv:  # per-minibatch normalisation (Huang et al. 2022, detail 7)
+            mean = (adv * w).sum()
+            std = (((adv - mean) ** 2) * w).sum().sqrt()
             adv = (adv - mean) / (std + 1e-8)
         pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - self.clip, 1 + self.clip))
         v_loss = value_loss(value, mb.extras["returns"], mb.extras["value"], cfg, self.clip)
+        ent = (entropy * w).sum()
         losses = {
-            "loss_rl_policy": masked_mean(pg, valid),
-            "loss_rl_value": cfg.vf_coef * masked_mean(v_loss, valid),
-            "loss_rl_entropy": -self.ent_coef * masked_mean(entropy, valid),
+            "loss_rl_policy": (pg * w).sum(),
+            "loss_rl_value": cfg.vf_coef * (v_loss * w).sum(),
+            "loss_rl_entropy": -self.ent_coef * ent,
         }
         with torch.no_grad():
             info = {
-                "stats/approx_kl": masked_mean((ratio - 1) - log_ratio, valid),
-                "stats/clipfrac": masked_mean(((ratio - 1).abs() > self.clip).float(), valid),
-                "stats/entropy": masked_mean(entropy, valid),
+                "stats/approx_kl": (((ratio - 1) - log_ratio) * w).sum(),
+                "stats/clipfrac": (((ratio - 1).abs() > self.clip) * w).sum(),
+                "stats/entropy": ent.detach(),
             }
         return losses, info
 
