@@ -78,6 +78,7 @@ def run(algo: Any, source: Any, state: RunState, callbacks: list[Callback]) -> R
 
         # prepare (targets, advantages)
         batch = algo.prepare(batch)
+        batch.require(*algo.requires)
 
         # update
         acc: dict[str, torch.Tensor] = {}

@@ -18,7 +18,7 @@ from reprl import dist
 from reprl.agents.base import Agent
 from reprl.config import TrainConfig, component_config, to_dict
 from reprl.envs import make_vector_env
-from reprl.errors import CheckpointError
+from reprl.errors import CheckpointError, ConfigError
 from reprl.evaluation.evaluate import evaluate
 from reprl.loop import RunState, run
 from reprl.models import build_model
@@ -94,6 +94,12 @@ def train(cfg: TrainConfig, on_ready: Any = None) -> TrainResult:
         cfg.run_dir = str(run_dir)
     else:
         run_dir = resolve_run_dir(cfg)
+        taken = (run_dir / "metrics.jsonl").exists() or (run_dir / "checkpoints").exists()
+        if taken and dist.is_main():  # other ranks would race rank 0 creating it
+            raise ConfigError(
+                f"run_dir {run_dir} already holds a run: continue it with resume={run_dir} "
+                "or choose another run_dir"
+            )
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
 

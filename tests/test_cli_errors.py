@@ -61,6 +61,12 @@ def test_corrupt_checkpoint_is_reported(capsys, tmp_path: Path) -> None:
     assert "corrupt or unreadable checkpoint" in err and len(err.splitlines()) == 1
 
 
+def test_existing_run_dir_is_not_overwritten(capsys, tmp_path: Path) -> None:
+    (tmp_path / "metrics.jsonl").write_text("")
+    code, err = run_cli(capsys, "train", f"run_dir={tmp_path}")
+    assert code == 2 and "already holds a run" in err and f"resume={tmp_path}" in err
+
+
 def test_real_process_prints_no_traceback() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "reprl", "train", "experiment=ppo_cartpole", "agent.clip=0.1"],

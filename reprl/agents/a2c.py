@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from reprl.agents.base import Agent, masked_mean
-from reprl.data.returns import compute_gae
+from reprl.agents.onpolicy import behaviour_extras, gae_prepare
 from reprl.errors import ConfigError
 from reprl.optim.optimizers import RMSprop
 from reprl.optim.schedules import Schedule
@@ -71,30 +71,17 @@ class A2C(Agent):
         return RMSprop(params, lr=self.cfg.lr(0.0), alpha=self.cfg.rms_alpha, eps=self.cfg.adam_eps)
 
     def act_extras(self, out: Any, action: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Store the value estimate (and log-prob, for logging the policy's confidence)."""
-        return {"log_prob": out.dist.log_prob(action).float(), "value": out.value[..., 0].float()}
+        """Store the behaviour policy's log-probability and value estimate."""
+        return behaviour_extras(out, action)
 
     def on_iteration_start(self, progress: float) -> None:
         """Evaluate schedules."""
         super().on_iteration_start(progress)
         self.ent_coef = self.cfg.ent_coef(progress)
 
-    @torch.no_grad()
     def prepare(self, batch: Batch) -> Batch:
         """n-step (GAE-lambda) advantages bootstrapped from V(next_obs)."""
-        (out, _), _ = self.model(batch.extras["next_obs"], None, batch.extras["next_is_first"])
-        adv, ret = compute_gae(
-            batch.reward,
-            batch.extras["value"],
-            batch.terminated,
-            batch.truncated,
-            batch.valid,
-            out.value[:, 0, 0].float(),
-            self.cfg.gamma,
-            self.cfg.gae_lambda,
-        )
-        extras = {k: v for k, v in batch.extras.items() if k not in ("next_obs", "next_is_first")}
-        return batch.replace(extras=extras | {"advantage": adv, "returns": ret})
+        return gae_prepare(self, batch, self.cfg.gamma, self.cfg.gae_lambda)
 
     def compute_loss(self, mb: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Policy gradient with the advantage, squared value error, entropy bonus."""

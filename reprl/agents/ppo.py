@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from reprl.agents.base import Agent, mean_weights
-from reprl.data.returns import compute_gae
+from reprl.agents.onpolicy import behaviour_extras, gae_prepare
 from reprl.errors import ConfigError
 from reprl.optim.schedules import Schedule
 from reprl.registry import AGENTS
@@ -100,7 +100,7 @@ class PPO(Agent):
 
     def act_extras(self, out: Any, action: torch.Tensor) -> dict[str, torch.Tensor]:
         """Store the behaviour policy's log-probability and value estimate."""
-        return {"log_prob": out.dist.log_prob(action).float(), "value": out.value[..., 0].float()}
+        return behaviour_extras(out, action)
 
     def on_iteration_start(self, progress: float) -> None:
         """Evaluate the schedules at this training fraction."""
@@ -108,24 +108,9 @@ class PPO(Agent):
         self.clip = self.cfg.clip_coef(progress)
         self.ent_coef = self.cfg.ent_coef(progress)
 
-    @torch.no_grad()
     def prepare(self, batch: Batch) -> Batch:
         """GAE advantages and returns, bootstrapped from V(next_obs) at the rollout's end."""
-        with self.autocast():
-            (out, _), _ = self.model(batch.extras["next_obs"], None, batch.extras["next_is_first"])
-        bootstrap = out.value[:, 0, 0].float()
-        adv, ret = compute_gae(
-            batch.reward,
-            batch.extras["value"],
-            batch.terminated,
-            batch.truncated,
-            batch.valid,
-            bootstrap,
-            self.cfg.gamma,
-            self.cfg.gae_lambda,
-        )
-        extras = {k: v for k, v in batch.extras.items() if k not in ("next_obs", "next_is_first")}
-        return batch.replace(extras=extras | {"advantage": adv, "returns": ret})
+        return gae_prepare(self, batch, self.cfg.gamma, self.cfg.gae_lambda)
 
     def minibatches(self, source: Any, batch: Batch) -> Iterator[Batch]:
         """Shuffled transitions, num_epochs passes of num_minibatches."""

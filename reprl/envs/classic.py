@@ -7,13 +7,11 @@ backends can snapshot them for exact resume; Box2D worlds cannot be captured.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import importlib.util
-import sys
+import os
 import warnings
 from functools import cache
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
@@ -40,7 +38,14 @@ _ACTION_MEANINGS: dict[str, tuple[str, ...]] = {
 
 
 def _mode(render: bool) -> str | None:
-    return "rgb_array" if render else None
+    if not render:
+        return None
+    # Offscreen rgb_array rendering through pygame needs no sound card or display: keep SDL
+    # from probing them (ALSA/XDG noise on headless machines) unless the user chose drivers.
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    return "rgb_array"
 
 
 def _make_float32(
@@ -88,34 +93,15 @@ class ClassicControlFamily(EnvFamily):
 
 @cache
 def _lunar_lander_spec(gym_id: str) -> EnvSpec:
-    """Gymnasium's registered spec of ``gym_id``, loading LunarLander without pygame if needed.
-
-    ``gymnasium.envs.box2d/__init__`` imports CarRacing, which needs pygame at import time,
-    although LunarLander only needs it to render. When pygame is missing we load
-    ``lunar_lander.py`` by file path under a private module name and point a copy of the
-    registered spec at that class, leaving gymnasium's own modules untouched.
-    """
-    spec = gym.spec(gym_id)
+    """Gymnasium's registered spec of ``gym_id`` once Box2D (an optional extra) imports."""
     with warnings.catch_warnings():
         # Box2D's SWIG bindings warn on import under Python 3.11+ (swig/swig#2881).
         warnings.filterwarnings("ignore", "builtin type .* has no __module__", DeprecationWarning)
         try:
             importlib.import_module("gymnasium.envs.box2d.lunar_lander")
-            return spec
         except DependencyNotInstalled as exc:
-            if "pygame" not in str(exc):
-                raise EnvError(f"{gym_id} needs Box2D: pip install box2d ({exc})") from exc
-        name = "reprl.envs._gymnasium_lunar_lander"
-        path = Path(gym.__file__).parent / "envs" / "box2d" / "lunar_lander.py"
-        module_spec = importlib.util.spec_from_file_location(name, path)
-        assert module_spec is not None and module_spec.loader is not None
-        module = importlib.util.module_from_spec(module_spec)
-        try:
-            module_spec.loader.exec_module(module)
-        except DependencyNotInstalled as exc:
-            raise EnvError(f"{gym_id} needs Box2D: pip install box2d ({exc})") from exc
-    sys.modules[name] = module
-    return dataclasses.replace(spec, entry_point=module.LunarLander)
+            raise EnvError(f"{gym_id} needs Box2D: pip install 'reprl[box2d]' ({exc})") from None
+    return gym.spec(gym_id)
 
 
 class LunarLanderFamily(EnvFamily):

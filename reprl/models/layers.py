@@ -3,16 +3,67 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from reprl.errors import ConfigError, choices_hint
 
+NUMPY_TANH = True
+"""Compute :func:`tanh` with NumPy's SIMD kernel on CPU (see there); False: ``torch.tanh``."""
+_NUMPY_DTYPES = (torch.float32, torch.float64)
+_tanh_backward = torch.ops.aten.tanh_backward.default
+
+
+def _numpy_tanh(x: torch.Tensor) -> torch.Tensor:
+    y = torch.empty_like(x)
+    np.tanh(x.detach().numpy(), out=y.numpy())
+    return y
+
+
+class _NumpyTanh(torch.autograd.Function):
+    """tanh forward by NumPy; backward is torch's own ``tanh_backward(grad, y)`` (differentiable,
+    so double backward works as for ``torch.tanh``)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        y = _numpy_tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return _tanh_backward(grad, y)
+
+
+def tanh(x: torch.Tensor) -> torch.Tensor:
+    """``torch.tanh``, computed by NumPy's SIMD ``np.tanh`` for CPU float32/float64 tensors.
+
+    torch's CPU tanh calls MKL's VML, which takes a slow generic path on AMD CPUs: measured
+    39 us for a 256x64 float32 tensor against 3.3 us for ``np.tanh`` (AMD EPYC, 1 thread), and
+    the four tanh of a 64-64 actor-critic were half of its forward time. Both are accurate to
+    about 1 ulp (max relative error vs float64: 0.06e-6 torch, 0.11e-6 NumPy); they differ in
+    the last bit on some elements. The gradient is torch's ``tanh_backward`` (``grad * (1 - y^2)``,
+    the kernel ``torch.tanh`` uses). Other devices and dtypes (bf16 autocast), tensors NumPy
+    cannot view and ``torch.compile`` tracing use ``torch.tanh``.
+    """
+    if not (NUMPY_TANH and x.is_cpu and x.dtype in _NUMPY_DTYPES) or torch.compiler.is_compiling():
+        return torch.tanh(x)
+    try:
+        if x.requires_grad and torch.is_grad_enabled():
+            return _NumpyTanh.apply(x)
+        return _numpy_tanh(x)
+    except (RuntimeError, TypeError):  # e.g. functorch-wrapped or subclass tensors
+        return torch.tanh(x)
+
+
 ACTIVATION_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "tanh": torch.tanh,
+    "tanh": tanh,
     "relu": torch.relu,
     "elu": F.elu,
     "gelu": F.gelu,
@@ -66,6 +117,87 @@ class MLP(nn.Module):
         return x
 
 
+class StackedMLP(nn.Module):
+    """``k`` MLPs of the same sizes on the same input, run as one batched matmul per layer.
+
+    ``(B, in_dim) -> (k, B, out_dim)``: slice ``j`` of the output is MLP ``j``'s output. Built
+    from ``k`` :class:`MLP` s (taking over their initialised weights): an actor and a critic
+    of equal hidden sizes run as two ``torch.baddbmm`` per layer pair instead of four
+    ``F.linear``, with half the autograd nodes. No block-diagonal matrix: each net keeps its
+    own weights, and gradients are those of the separate MLPs.
+
+    Parameters ``weight{i}`` ``(k, in, out)`` and ``bias{i}`` ``(k, 1, out)``: net ``j``'s layer
+    ``i`` is the ``Linear`` with weight ``weight{i}[j].T`` and bias ``bias{i}[j, 0]`` (see
+    :meth:`layer`). The ``(in, out)`` layout lets ``baddbmm`` and its backward run without a
+    transpose (measured ~3% faster than ``(out, in)`` for a 64-64 actor-critic at batch 256).
+    """
+
+    def __init__(self, mlps: Sequence[MLP]) -> None:
+        super().__init__()
+        first = mlps[0]
+        sizes = [(layer.in_features, layer.out_features) for layer in first.layers]
+        for mlp in mlps:
+            if [(la.in_features, la.out_features) for la in mlp.layers] != sizes:
+                raise ValueError("StackedMLP needs MLPs of the same layer sizes")
+            if mlp.act is not first.act or mlp.norms is not None:
+                raise ValueError("StackedMLP needs MLPs of one activation, without LayerNorm")
+        if not sizes:
+            raise ValueError("StackedMLP needs MLPs with at least one layer")
+        self.k = len(mlps)
+        self.in_dim, self.out_dim = sizes[0][0], sizes[-1][1]
+        self.act = first.act
+        with torch.no_grad():
+            for i in range(len(sizes)):
+                weight = torch.stack([mlp.layers[i].weight.T for mlp in mlps]).contiguous()
+                bias = torch.stack([mlp.layers[i].bias for mlp in mlps]).unsqueeze(1)
+                self.register_parameter(f"weight{i}", nn.Parameter(weight))
+                self.register_parameter(f"bias{i}", nn.Parameter(bias))
+        self._names = tuple((f"weight{i}", f"bias{i}") for i in range(len(sizes)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_dim) -> (k, B, out_dim)``, every net on the same ``x``."""
+        params = self._parameters
+        h = x.expand(self.k, *x.shape)
+        for weight, bias in self._names:
+            h = self.act(torch.baddbmm(params[bias], h, params[weight]))  # type: ignore[arg-type]
+        return h
+
+    def forward_one(self, x: torch.Tensor, j: int) -> torch.Tensor:
+        """Net ``j`` alone: ``(B, in_dim) -> (B, out_dim)`` (e.g. the critic for bootstrap
+        values), by the same batched kernel on a batch of one."""
+        params = self._parameters
+        h = x.unsqueeze(0)
+        for weight, bias in self._names:
+            w, b = params[weight], params[bias]
+            h = self.act(torch.baddbmm(b[j : j + 1], h, w[j : j + 1]))  # type: ignore[index]
+        return h[0]
+
+    def layer(self, i: int, j: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Net ``j``'s layer ``i`` as ``nn.Linear``-layout views ``(weight (out, in), bias
+        (out,))`` of the stacked parameters (copying into them writes the parameters)."""
+        weight, bias = self._names[i]
+        return self._parameters[weight][j].T, self._parameters[bias][j, 0]  # type: ignore[index]
+
+    @torch.no_grad()
+    def orthogonal_(self, gain: float) -> None:
+        """Orthogonal init of every net's layers as separate ``Linear`` s (net by net, layer by
+        layer, the order :func:`orthogonal_init_` visits separate MLPs); biases 0."""
+        for j in range(self.k):
+            for i in range(len(self._names)):
+                weight, bias = self.layer(i, j)
+                weight.copy_(orthogonal_matrix(weight.shape, gain, weight.dtype))
+                bias.zero_()
+
+
+def orthogonal_matrix(
+    shape: Sequence[int], gain: float, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """A fresh orthogonal matrix (``nn.init.orthogonal_``) of ``shape``, scaled by ``gain``."""
+    weight = torch.empty(tuple(shape), dtype=dtype)
+    nn.init.orthogonal_(weight, gain)
+    return weight
+
+
 @torch.no_grad()
 def orthogonal_(layer: nn.Linear | nn.Conv2d, gain: float, bias: float = 0.0) -> None:
     """Orthogonal weights scaled by ``gain`` and a constant bias (Saxe et al. 2014).
@@ -74,9 +206,7 @@ def orthogonal_(layer: nn.Linear | nn.Conv2d, gain: float, bias: float = 0.0) ->
     the weight as 2-D in place, which fails on ``channels_last`` conv weights; ``copy_`` keeps
     the destination's memory format.
     """
-    weight = torch.empty(layer.weight.shape, dtype=layer.weight.dtype)
-    nn.init.orthogonal_(weight, gain)
-    layer.weight.copy_(weight)
+    layer.weight.copy_(orthogonal_matrix(layer.weight.shape, gain, layer.weight.dtype))
     if layer.bias is not None:
         layer.bias.fill_(bias)
 
@@ -84,14 +214,17 @@ def orthogonal_(layer: nn.Linear | nn.Conv2d, gain: float, bias: float = 0.0) ->
 def orthogonal_init_(model: nn.Module) -> None:
     """Orthogonal initialisation as CleanRL and SB3 do it.
 
-    Every ``Linear`` and ``Conv2d`` first gets gain sqrt(2) and bias 0. Then every submodule
-    defining ``orthogonal_init_overrides_()`` re-initialises its special layers (policy output
-    0.01, value output 1.0, ...). See Andrychowicz et al. 2021, "What matters in on-policy RL",
-    and Huang et al. 2022, "The 37 implementation details of PPO" (detail 2).
+    Every ``Linear`` and ``Conv2d`` (and every layer of a :class:`StackedMLP`) first gets gain
+    sqrt(2) and bias 0. Then every submodule defining ``orthogonal_init_overrides_()``
+    re-initialises its special layers (policy output 0.01, value output 1.0, ...). See
+    Andrychowicz et al. 2021, "What matters in on-policy RL", and Huang et al. 2022, "The 37
+    implementation details of PPO" (detail 2).
     """
     for module in model.modules():
         if isinstance(module, (nn.Linear, nn.Conv2d)):
             orthogonal_(module, HIDDEN_GAIN)
+        elif isinstance(module, StackedMLP):
+            module.orthogonal_(HIDDEN_GAIN)
     for module in model.modules():
         hook = getattr(module, "orthogonal_init_overrides_", None)
         if hook is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ from torch import nn
 
 from reprl.errors import ConfigError
 from reprl.models.distributions import Categorical, DiagGaussian
-from reprl.models.layers import MLP, check_activation, orthogonal_
+from reprl.models.layers import MLP, StackedMLP, check_activation, orthogonal_
 from reprl.registry import POLICIES
 from reprl.types import EnvSpec
 
@@ -64,6 +65,9 @@ class ActorCriticConfig:
     """Continuous: tanh-squash Gaussian samples into the action bounds (SAC)."""
     share_hidden: bool = False
     """The critic reads the actor's hidden MLP (``actor_hidden``) instead of its own."""
+    fuse: bool = True
+    """Run separate actor and critic MLPs of equal hidden sizes as one batched MLP (one
+    ``baddbmm`` per layer for both; same function, initialisation and gradients, faster)."""
 
     def validate(self, path: str) -> None:
         """Called by the config loader after construction; ``path`` is e.g. model.policy."""
@@ -104,13 +108,25 @@ class ActorCritic(nn.Module):
         self.squash = cfg.squash
         self.state_dependent_std = cfg.state_dependent_std
         self.log_std_init = cfg.log_std_init
-        self.actor_mlp = MLP(in_dim, cfg.actor_hidden, cfg.activation)
-        actor_dim = self.actor_mlp.out_dim
+        # Built (and default-initialised) as two MLPs in any case, so the fused layout starts
+        # from the very same weights as the separate one.
+        actor_mlp = MLP(in_dim, cfg.actor_hidden, cfg.activation)
+        critic_mlp = None if cfg.share_hidden else MLP(in_dim, cfg.critic_hidden, cfg.activation)
+        actor_dim = actor_mlp.out_dim
+        critic_dim = actor_dim if critic_mlp is None else critic_mlp.out_dim
+        self.actor_mlp: MLP | None = None
         self.critic_mlp: MLP | None = None
-        critic_dim = actor_dim
-        if not cfg.share_hidden:
-            self.critic_mlp = MLP(in_dim, cfg.critic_hidden, cfg.activation)
-            critic_dim = self.critic_mlp.out_dim
+        self.fused_mlp: StackedMLP | None = None
+        """Actor (slice 0) and critic (slice 1) hidden MLPs when fused."""
+        if (
+            cfg.fuse
+            and critic_mlp is not None
+            and cfg.actor_hidden
+            and (cfg.actor_hidden == cfg.critic_hidden)
+        ):
+            self.fused_mlp = StackedMLP([actor_mlp, critic_mlp])
+        else:
+            self.actor_mlp, self.critic_mlp = actor_mlp, critic_mlp
         self.value_out = nn.Linear(critic_dim, cfg.num_values)
 
         self.action_shape: tuple[int, ...] = ()
@@ -157,8 +173,18 @@ class ActorCritic(nn.Module):
             )
         return features.reshape(-1, self.in_dim)
 
+    def _hidden(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Actor and critic hidden features ``(B, H)`` of folded features ``x``."""
+        if self.fused_mlp is not None:
+            h_actor, h_critic = self.fused_mlp(x).unbind(0)
+            return h_actor, h_critic
+        h_actor = self.actor_mlp(x)  # type: ignore[misc]
+        return h_actor, h_actor if self.critic_mlp is None else self.critic_mlp(x)
+
     def _critic_hidden(self, x: torch.Tensor) -> torch.Tensor:
-        return self.actor_mlp(x) if self.critic_mlp is None else self.critic_mlp(x)
+        if self.fused_mlp is not None:
+            return self.fused_mlp.forward_one(x, 1)
+        return self.actor_mlp(x) if self.critic_mlp is None else self.critic_mlp(x)  # type: ignore[misc]
 
     def _value(self, h: torch.Tensor, n: int, t: int) -> torch.Tensor:
         value = F.linear(h, self.value_out.weight, self.value_out.bias).view(n, t, -1)
@@ -183,12 +209,47 @@ class ActorCritic(nn.Module):
     def forward(self, features: torch.Tensor) -> tuple[PolicyOutput, Info]:
         """``(N, T, D) -> (PolicyOutput(dist over (N, T), value (N, T, K)), {})``."""
         n, t = features.shape[:2]
-        x = self._fold(features)
-        h_actor = self.actor_mlp(x)
-        h_critic = h_actor if self.critic_mlp is None else self.critic_mlp(x)
+        h_actor, h_critic = self._hidden(self._fold(features))
         return PolicyOutput(self._dist(h_actor, n, t), self._value(h_critic, n, t)), {}
 
     def value_only(self, features: torch.Tensor) -> tuple[torch.Tensor, Info]:
         """Values ``(N, T, K)`` without building the distribution (bootstrap values)."""
         n, t = features.shape[:2]
         return self._value(self._critic_hidden(self._fold(features)), n, t), {}
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        """Accept either MLP layout: separate (``actor_mlp.layers.{i}.weight``, ...) or fused
+        (``fused_mlp.weight{i}``, ...), converted to this policy's own."""
+        if self.fused_mlp is not None:
+            _fuse_mlp_keys(state_dict, prefix)
+        elif self.critic_mlp is not None:
+            _split_mlp_keys(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+
+_NETS = ("actor_mlp", "critic_mlp")
+"""Slice order of :attr:`ActorCritic.fused_mlp`."""
+
+
+def _fuse_mlp_keys(state_dict: dict[str, Any], prefix: str) -> None:
+    """Separate actor/critic MLP entries -> ``fused_mlp.weight{i}`` ``(2, in, out)``, ..."""
+    i = 0
+    while all(f"{prefix}{net}.layers.{i}.weight" in state_dict for net in _NETS):
+        weights = [state_dict.pop(f"{prefix}{net}.layers.{i}.weight") for net in _NETS]
+        biases = [state_dict.pop(f"{prefix}{net}.layers.{i}.bias") for net in _NETS]
+        weight = torch.stack([w.T for w in weights]).contiguous()
+        state_dict[f"{prefix}fused_mlp.weight{i}"] = weight
+        state_dict[f"{prefix}fused_mlp.bias{i}"] = torch.stack(biases).unsqueeze(1)
+        i += 1
+
+
+def _split_mlp_keys(state_dict: dict[str, Any], prefix: str) -> None:
+    """``fused_mlp.weight{i}``, ``fused_mlp.bias{i}`` -> separate actor/critic MLP entries."""
+    i = 0
+    while f"{prefix}fused_mlp.weight{i}" in state_dict:
+        weight = state_dict.pop(f"{prefix}fused_mlp.weight{i}")
+        bias = state_dict.pop(f"{prefix}fused_mlp.bias{i}")
+        for j, net in enumerate(_NETS):
+            state_dict[f"{prefix}{net}.layers.{i}.weight"] = weight[j].T.contiguous()
+            state_dict[f"{prefix}{net}.layers.{i}.bias"] = bias[j, 0]
+        i += 1

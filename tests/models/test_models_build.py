@@ -80,8 +80,12 @@ def test_orthogonal_init_gains() -> None:
     assert not model.policy.value_out.bias.any() and not model.policy.action_out.bias.any()
 
     model = build_model(SB3_STYLE, VECTOR_DISCRETE)
-    for layer in [*model.policy.actor_mlp.layers, *model.policy.critic_mlp.layers]:
-        _assert_orthogonal(layer.weight, math.sqrt(2))
+    fused = model.policy.fused_mlp
+    for i in range(2):
+        for j in range(2):  # every layer of actor (0) and critic (1) on its own
+            weight, bias = fused.layer(i, j)
+            _assert_orthogonal(weight, math.sqrt(2))
+            assert not bias.any()
     _assert_orthogonal(model.policy.action_out.weight, 0.01)
 
     plain = build_model(ModelConfig(orthogonal_init=False), VECTOR_DISCRETE)
@@ -163,19 +167,21 @@ def test_reproduces_sb3_mlp_policy(spec: EnvSpec) -> None:
     sb3 = _sb3_policy(spec)
     model = build_model(SB3_STYLE, spec)
     ours = model.policy
+    assert ours.fused_mlp is not None  # actor and critic run as one batched MLP
+    fused = ours.fused_mlp
     pairs = [
-        (ours.actor_mlp.layers[0], sb3.mlp_extractor.policy_net[0]),
-        (ours.actor_mlp.layers[1], sb3.mlp_extractor.policy_net[2]),
-        (ours.critic_mlp.layers[0], sb3.mlp_extractor.value_net[0]),
-        (ours.critic_mlp.layers[1], sb3.mlp_extractor.value_net[2]),
-        (ours.action_out, sb3.action_net),
-        (ours.value_out, sb3.value_net),
+        (fused.layer(0, 0), sb3.mlp_extractor.policy_net[0]),
+        (fused.layer(1, 0), sb3.mlp_extractor.policy_net[2]),
+        (fused.layer(0, 1), sb3.mlp_extractor.value_net[0]),
+        (fused.layer(1, 1), sb3.mlp_extractor.value_net[2]),
+        ((ours.action_out.weight, ours.action_out.bias), sb3.action_net),
+        ((ours.value_out.weight, ours.value_out.bias), sb3.value_net),
     ]
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in sb3.parameters())
     with torch.no_grad():
-        for mine, theirs in pairs:
-            theirs.weight.copy_(mine.weight)
-            theirs.bias.copy_(mine.bias)
+        for (weight, bias), theirs in pairs:
+            theirs.weight.copy_(weight)
+            theirs.bias.copy_(bias)
         if not spec.discrete:
             sb3.log_std.copy_(torch.tensor([0.3, -0.2]))
             ours.log_std.copy_(sb3.log_std)
@@ -188,11 +194,16 @@ def test_reproduces_sb3_mlp_policy(spec: EnvSpec) -> None:
     torch.testing.assert_close(out.dist.entropy().squeeze(1), entropy)
 
 
+@pytest.mark.parametrize("cfg", [ModelConfig(), SB3_STYLE], ids=["default", "fused"])
 @pytest.mark.parametrize("spec", [VECTOR_DISCRETE, VECTOR_CONTINUOUS], ids=["disc", "cont"])
-def test_bf16_autocast_outputs_float32(spec: EnvSpec) -> None:
+def test_bf16_autocast_outputs_float32(spec: EnvSpec, cfg: ModelConfig) -> None:
     """Log-probs and values stay float32 under autocast (PPO ratios, returns)."""
-    model = build_model(ModelConfig(), spec)
+    model = build_model(cfg, spec)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         (out, _), _ = model(_obs(spec, 4, 2))
         _, log_prob = out.dist.sample_and_log_prob()
+        (value, _), _ = model.value_only(_obs(spec, 4, 2))
     assert out.value.dtype == log_prob.dtype == out.dist.entropy().dtype == torch.float32
+    assert value.dtype == torch.float32
+    (log_prob.sum() + out.value.sum()).backward()
+    assert all(p.grad is not None and p.grad.dtype == p.dtype for p in model.parameters())
