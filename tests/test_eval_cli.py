@@ -17,8 +17,18 @@ from reprl.train import train
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("run") / "r"
-    train(load_config(["experiment=ppo_cartpole", "total_steps=2048", "eval.every_steps=1024",
-                       "eval.episodes=2", "logger.progress=false", f"run_dir={run}"]))
+    train(
+        load_config(
+            [
+                "experiment=ppo_cartpole",
+                "total_steps=2048",
+                "eval.every_steps=1024",
+                "eval.episodes=2",
+                "logger.progress=false",
+                f"run_dir={run}",
+            ]
+        )
+    )
     return run
 
 
@@ -44,8 +54,10 @@ def test_eval_video(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     import imageio.v2 as imageio
 
     video = tmp_path / "play.mp4"
-    assert main(["eval", str(run_dir), "--episodes", "1", "--deterministic",
-                 "--video", str(video)]) == 0
+    assert (
+        main(["eval", str(run_dir), "--episodes", "1", "--deterministic", "--video", str(video)])
+        == 0
+    )
     reader = imageio.get_reader(video)
     frames = reader.count_frames()
     length = json.loads(json.dumps(read_metrics(run_dir / "metrics.jsonl")[-1]))
@@ -59,9 +71,19 @@ def test_wandb_offline_never_logs_the_key(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("WANDB_API_KEY", secret)
     monkeypatch.setenv("WANDB_SILENT", "true")
     run = tmp_path / "w"
-    train(load_config(["experiment=ppo_cartpole", "total_steps=512", "eval.episodes=2",
-                       "logger.progress=false", "logger.wandb=true", "logger.wandb_mode=offline",
-                       f"run_dir={run}"]))
+    train(
+        load_config(
+            [
+                "experiment=ppo_cartpole",
+                "total_steps=512",
+                "eval.episodes=2",
+                "logger.progress=false",
+                "logger.wandb=true",
+                "logger.wandb_mode=offline",
+                f"run_dir={run}",
+            ]
+        )
+    )
     assert list(run.rglob("*.wandb")), "wandb wrote no offline run"
     for path in run.rglob("*"):
         if path.is_file():

@@ -16,6 +16,8 @@ Info = dict[str, torch.Tensor]
 def _merge(backbone: Info, neck: Info, policy: Info) -> Info:
     """Merge the parts' infos under ``backbone/``, ``neck/`` and ``policy/`` prefixes."""
     info: Info = {}
+    if not (backbone or neck or policy):  # the usual case: nothing to merge
+        return info
     for prefix, part in (("backbone", backbone), ("neck", neck), ("policy", policy)):
         for key, value in part.items():
             info[f"{prefix}/{key}"] = value

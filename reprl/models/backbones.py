@@ -88,10 +88,15 @@ class MLP(Backbone):
         in_dim = math.prod(self.obs_shape)
         self.net = MLPNet(in_dim, cfg.hidden_sizes, cfg.activation, cfg.layer_norm)
         self.out_dim = self.net.out_dim
+        self.flatten_only = not cfg.hidden_sizes
+        """No hidden layers: the features are the flattened observation (no MLP call)."""
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, Info]:
         """``(N, T, *obs_shape) -> ((N, T, D), {})``."""
         self._check(obs)
+        if self.flatten_only:
+            x = obs if obs.dim() == 3 else obs.reshape(obs.shape[0], obs.shape[1], -1)
+            return (x.float().div_(255.0) if x.dtype == torch.uint8 else x), {}
         n, t = obs.shape[:2]
         x = obs.reshape(n * t, -1)  # 2-D matmuls skip a reshape per layer
         if x.dtype == torch.uint8:

@@ -119,10 +119,18 @@ class DiagGaussian:
             # log|d action / d tanh(u)|, the same for every sample.
             self._log_scale_sum = torch.broadcast_to(self._scale.log(), mean.shape[2:]).sum()
 
+    def _sum_log_std(self, constant: float) -> torch.Tensor:
+        """``sum(log_std + constant)`` over the action dims: a scalar for a state-independent
+        std, computed on the small ``log_std`` instead of per sample; else ``(N, T)``."""
+        if self.log_std.dim() <= len(self._dims):
+            return (torch.broadcast_to(self.log_std, self.mean.shape[2:]) + constant).sum()
+        return (torch.broadcast_to(self.log_std, self.mean.shape) + constant).sum(dim=self._dims)
+
     def _normal_log_prob(self, u: torch.Tensor) -> torch.Tensor:
-        """Log-density ``(N, T)`` of the (pre-squash) Gaussian at ``u``."""
+        """Log-density ``(N, T)`` of the (pre-squash) Gaussian at ``u``:
+        ``-0.5 * sum(z^2) - sum(log_std + log(2 pi) / 2)`` with ``z = (u - mean) / std``."""
         z = (u - self.mean) * torch.exp(-self.log_std)
-        return (-0.5 * z.square() - self.log_std - _HALF_LOG_2PI).sum(dim=self._dims)
+        return z.square().sum(dim=self._dims).mul(-0.5) - self._sum_log_std(_HALF_LOG_2PI)
 
     def _squash_log_det(self, u: torch.Tensor) -> torch.Tensor:
         """``sum log|d action / d u|`` ``(N, T)`` of the tanh (and affine) map.
@@ -200,5 +208,5 @@ class DiagGaussian:
         """
         if self.squash:
             return -self.sample_and_log_prob(reparameterize=True)[1]
-        log_std = torch.broadcast_to(self.log_std, self.mean.shape)
-        return (log_std + _HALF_LOG_2PIE).sum(dim=self._dims)
+        entropy = self._sum_log_std(_HALF_LOG_2PIE)
+        return entropy.expand(self.mean.shape[:2]).contiguous() if entropy.dim() == 0 else entropy

@@ -99,7 +99,16 @@ def _bounds(spec: EnvSpec) -> tuple[torch.Tensor, torch.Tensor] | None:
 
 @POLICIES.register("actor_critic", ActorCriticConfig)
 class ActorCritic(nn.Module):
-    """Actor (categorical or diagonal Gaussian) and critic heads, each with optional MLP."""
+    """Actor (categorical or diagonal Gaussian) and critic heads, each with optional MLP.
+
+    Separate actor and critic MLPs of equal hidden sizes run fused (``fuse``, the default) as
+    one :class:`~reprl.models.layers.StackedMLP` ``fused_mlp`` (slice 0 actor, slice 1 critic):
+    one ``baddbmm`` per layer for both nets, the same function, initialisation and gradients
+    as ``actor_mlp`` and ``critic_mlp``. State dicts of either layout load into either. The
+    output layers stay separate ``Linear`` s: padding both into one batched matmul measured
+    5x slower (27 us against 5.4 us for ``(256, 64) -> 2`` on CPU, the bmm kernel is poor at
+    2 outputs). Unequal sizes, ``share_hidden`` or no hidden layers run unfused.
+    """
 
     def __init__(self, cfg: ActorCriticConfig, in_dim: int, spec: EnvSpec) -> None:
         super().__init__()
@@ -234,12 +243,17 @@ _NETS = ("actor_mlp", "critic_mlp")
 def _fuse_mlp_keys(state_dict: dict[str, Any], prefix: str) -> None:
     """Separate actor/critic MLP entries -> ``fused_mlp.weight{i}`` ``(2, in, out)``, ..."""
     i = 0
-    while all(f"{prefix}{net}.layers.{i}.weight" in state_dict for net in _NETS):
-        weights = [state_dict.pop(f"{prefix}{net}.layers.{i}.weight") for net in _NETS]
-        biases = [state_dict.pop(f"{prefix}{net}.layers.{i}.bias") for net in _NETS]
-        weight = torch.stack([w.T for w in weights]).contiguous()
-        state_dict[f"{prefix}fused_mlp.weight{i}"] = weight
-        state_dict[f"{prefix}fused_mlp.bias{i}"] = torch.stack(biases).unsqueeze(1)
+    while True:
+        keys = [f"{prefix}{net}.layers.{i}.{name}" for net in _NETS for name in ("weight", "bias")]
+        if not all(k in state_dict for k in keys):
+            return
+        actor_w, actor_b, critic_w, critic_b = (state_dict[k] for k in keys)
+        if actor_w.shape != critic_w.shape or actor_b.shape != critic_b.shape:
+            return  # not a fusable pair: strict loading reports the keys left over
+        for k in keys:
+            del state_dict[k]
+        state_dict[f"{prefix}fused_mlp.weight{i}"] = torch.stack([actor_w.T, critic_w.T])
+        state_dict[f"{prefix}fused_mlp.bias{i}"] = torch.stack([actor_b, critic_b]).unsqueeze(1)
         i += 1
 
 

@@ -97,6 +97,15 @@ def test_mlp_backbone_flattens_and_validates() -> None:
         entry.obj(entry.config_cls(activation="sigmoid"), VECTOR_DISCRETE)  # unvalidated cfg
     layer_norm = entry.obj(entry.config_cls(layer_norm=True), VECTOR_DISCRETE)
     assert layer_norm(_random_obs(VECTOR_DISCRETE, 2, 1))[0].shape == (2, 1, 64)
+    # Scalar observations (obs_shape ()) become features of size 1, with or without layers.
+    scalar = dataclasses.replace(VECTOR_DISCRETE, obs_shape=())
+    obs = torch.randn(2, 3)
+    for hidden_sizes, dim in (([], 1), ([8], 8)):
+        features, _ = entry.obj(entry.config_cls(hidden_sizes=hidden_sizes), scalar)(obs)
+        assert features.shape == (2, 3, dim)
+    torch.testing.assert_close(
+        entry.obj(entry.config_cls(hidden_sizes=[]), scalar)(obs)[0], obs.unsqueeze(-1)
+    )
 
 
 # ---------------------------------------------------------------------------------------------

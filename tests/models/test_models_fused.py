@@ -140,6 +140,11 @@ def test_fused_state_dict_round_trip_and_layouts() -> None:
     names = list(state)
     fused.load_state_dict(state)
     assert list(state) == names
+    # Actor and critic of other sizes do not fuse: strict loading names the keys left over.
+    for critic_hidden in ([32, 32], [64]):
+        other = build_model(_cfg(fuse=False, critic_hidden=critic_hidden), VECTOR_DISCRETE)
+        with pytest.raises(RuntimeError, match=r"Unexpected key.*actor_mlp"):
+            fused.load_state_dict(other.state_dict())
     # A fused checkpoint does not fit a policy without a separate critic MLP.
     shared = build_model(_cfg(fuse=False, critic_hidden=[], share_hidden=True), VECTOR_DISCRETE)
     with pytest.raises(RuntimeError, match="fused_mlp"):
