@@ -11,10 +11,25 @@ import ale_py
 import gymnasium as gym
 import torch
 from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_atari_env
 from stable_baselines3.common.vec_env import VecFrameStack
 
 gym.register_envs(ale_py)
+
+
+class RolloutClock(BaseCallback):
+    """Time and step count at the end of each rollout (to exclude the first, warm-up one)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.marks: list[tuple[float, int]] = []
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self.marks.append((time.perf_counter(), self.num_timesteps))
 
 
 def main() -> None:

@@ -43,6 +43,9 @@ def _games() -> dict[str, str]:
     except ImportError:
         return {}
     gym.register_envs(ale_py)  # no-op; importing ale_py registers the ALE/ ids
+    # Keep the emulator's banner ("A.L.E: Arcade Learning Environment ...") off every run's
+    # stderr; real errors still print.
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
     games = {}
     for env_id, spec in gym.registry.items():
         match = _PATTERNS[0].match(env_id)

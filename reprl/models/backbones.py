@@ -53,7 +53,12 @@ def _to_float(x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tens
     """
     x = x.contiguous(memory_format=memory_format)
     if x.dtype == torch.uint8:
-        x = x.float().div_(255.0)
+        # Under autocast the convs cast their input to the autocast dtype anyway: convert
+        # straight to it and skip a float32 copy of the frames (same numbers reach the conv).
+        dtype = torch.float32
+        if torch.is_autocast_enabled(x.device.type):
+            dtype = torch.get_autocast_dtype(x.device.type)
+        x = x.to(dtype).div_(255.0)
     return x
 
 

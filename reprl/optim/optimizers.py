@@ -48,9 +48,29 @@ class FunctionalOptimizer:
         for p in self.params:
             p.grad = None
 
-    def _grads(self) -> tuple[list[torch.Tensor], list[int]]:
+    @torch.no_grad()
+    def step(self) -> None:
+        """One update of every parameter that has a gradient."""
         idx = [i for i, p in enumerate(self.params) if p.grad is not None]
-        return [self.params[i].grad for i in idx], idx  # type: ignore[misc]
+        if idx:
+            self._kernel(
+                self.param_groups[0],
+                [self.params[i] for i in idx],
+                [self.params[i].grad for i in idx],  # type: ignore[misc]
+                {k: [v[i] for i in idx] for k, v in self.buffers.items()},
+                [self.step_count[i] for i in idx],
+            )
+
+    def _kernel(
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        buffers: dict[str, list[torch.Tensor]],
+        steps: list[torch.Tensor],
+    ) -> None:
+        """Apply torch's functional update to the parameters that have gradients."""
+        raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
         """torch.optim-compatible state dict."""
@@ -105,20 +125,21 @@ class Adam(FunctionalOptimizer):
             maximize=False,
         )
 
-    @torch.no_grad()
-    def step(self) -> None:
-        """One Adam update of every parameter that has a gradient."""
-        g = self.param_groups[0]
-        grads, idx = self._grads()
-        if not grads:
-            return
+    def _kernel(
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        buffers: dict[str, list[torch.Tensor]],
+        steps: list[torch.Tensor],
+    ) -> None:
         adam_kernel(
-            [self.params[i] for i in idx],
+            params,
             grads,
-            [self.buffers["exp_avg"][i] for i in idx],
-            [self.buffers["exp_avg_sq"][i] for i in idx],
+            buffers["exp_avg"],
+            buffers["exp_avg_sq"],
             [],
-            [self.step_count[i] for i in idx],
+            steps,
             foreach=None if self.fused else True,
             fused=self.fused or None,
             capturable=False,
@@ -127,11 +148,11 @@ class Adam(FunctionalOptimizer):
             found_inf=None,
             has_complex=False,
             amsgrad=False,
-            beta1=g["betas"][0],
-            beta2=g["betas"][1],
-            lr=g["lr"],
-            weight_decay=g["weight_decay"],
-            eps=g["eps"],
+            beta1=group["betas"][0],
+            beta2=group["betas"][1],
+            lr=group["lr"],
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
             maximize=False,
         )
 
@@ -152,28 +173,29 @@ class RMSprop(FunctionalOptimizer):
             params, lr=lr, alpha=alpha, eps=eps, weight_decay=0.0, momentum=0.0, centered=False
         )
 
-    @torch.no_grad()
-    def step(self) -> None:
-        """One RMSprop update of every parameter that has a gradient."""
-        g = self.param_groups[0]
-        grads, idx = self._grads()
-        if not grads:
-            return
+    def _kernel(
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        buffers: dict[str, list[torch.Tensor]],
+        steps: list[torch.Tensor],
+    ) -> None:
         rmsprop_kernel(
-            [self.params[i] for i in idx],
+            params,
             grads,
-            [self.buffers["square_avg"][i] for i in idx],
+            buffers["square_avg"],
             [],
             [],
-            [self.step_count[i] for i in idx],
+            steps,
             foreach=True,
             maximize=False,
             differentiable=False,
             capturable=False,
             has_complex=False,
-            lr=g["lr"],
-            alpha=g["alpha"],
-            eps=g["eps"],
+            lr=group["lr"],
+            alpha=group["alpha"],
+            eps=group["eps"],
             weight_decay=0.0,
             momentum=0.0,
             centered=False,

@@ -40,7 +40,9 @@ class Progress:
             TimeRemainingColumn(),
             transient=False,
         )
-        self._task = self._bar.add_task("train", total=total, completed=start, sps=0.0, ret=float("nan"))
+        self._task = self._bar.add_task(
+            "train", total=total, completed=start, sps=0.0, ret=float("nan")
+        )
         self._bar.start()
 
     def update(self, step: int, metrics: dict[str, float]) -> None:
@@ -48,8 +50,9 @@ class Progress:
         if "charts/episodic_return" in metrics:
             self.last_return = metrics["charts/episodic_return"]
         if self.enabled:
-            self._bar.update(self._task, completed=step, sps=metrics.get("perf/sps", 0.0),
-                             ret=self.last_return)
+            self._bar.update(
+                self._task, completed=step, sps=metrics.get("perf/sps", 0.0), ret=self.last_return
+            )
 
     def close(self) -> None:
         """Stop rendering."""
