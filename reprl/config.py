@@ -104,12 +104,14 @@ class TrainConfig:
 
 def validate(cfg: TrainConfig) -> None:
     """Resolve every named component so unknown names and options fail at load time."""
+    from reprl.envs.factory import check_config as check_env_config
     from reprl.registry import AGENTS, BACKBONES, NECKS, POLICIES
 
     component_config(AGENTS, cfg.agent, "agent")
     component_config(BACKBONES, cfg.model.backbone, "model.backbone")
     component_config(NECKS, cfg.model.neck, "model.neck")
     component_config(POLICIES, cfg.model.policy, "model.policy")
+    check_env_config(cfg.env)  # unknown id/backend, backend that cannot run this id, ...
     if cfg.total_steps <= 0:
         raise ConfigError(f"total_steps: must be positive, got {cfg.total_steps}")
     if cfg.env.num_envs < 1:

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from reprl.config import load_config
@@ -116,7 +117,27 @@ def test_init_from_loads_weights_into_new_run(tmp_path: Path) -> None:
         torch.testing.assert_close(a[k], b[k])
 
 
-def test_sigint_saves_and_exits_cleanly(tmp_path: Path) -> None:
+def test_checkpoints_rotate_keep_last(tmp_path: Path) -> None:
+    run = tmp_path / "rot"
+    train(
+        load_config(
+            [
+                *SMALL,
+                "checkpoint.every_steps=256",
+                "checkpoint.keep_last=2",
+                "eval.every_steps=0",
+                f"run_dir={run}",
+            ]
+        )
+    )
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    # two newest periodic ones (the final step is one of them) plus latest.pt
+    assert names == ["latest.pt", "step_2816.pt", "step_3072.pt"], names
+    assert ckpt.load(run / "checkpoints" / "latest.pt")["run_state"]["global_step"] == 3072
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_and_exits_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
     run = tmp_path / "sig"
     args = [a for a in SMALL if not a.startswith("total_steps")]
     proc = subprocess.Popen(
@@ -130,7 +151,7 @@ def test_sigint_saves_and_exits_cleanly(tmp_path: Path) -> None:
     deadline = time.time() + 90
     while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size > 0):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "Traceback" not in err

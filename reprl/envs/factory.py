@@ -20,8 +20,12 @@ from reprl.registry import VECTOR_BACKENDS
 from reprl.types import EnvSpec
 
 
-def _check(cfg: EnvConfig, num_envs: int) -> tuple[EnvFamily, type[CoreVectorEnv]]:
-    """Resolve and validate ``cfg``; every mistake is a ConfigError naming the key."""
+def check_config(
+    cfg: EnvConfig, num_envs: int | None = None
+) -> tuple[EnvFamily, type[CoreVectorEnv]]:
+    """Resolve and validate ``cfg`` without making an env (config load time runs this);
+    every mistake is a ConfigError naming the key."""
+    num_envs = cfg.num_envs if num_envs is None else num_envs
     if num_envs < 1:
         raise ConfigError(f"env.num_envs must be >= 1, got {num_envs}")
     if cfg.num_workers < 0:
@@ -43,7 +47,7 @@ def _check(cfg: EnvConfig, num_envs: int) -> tuple[EnvFamily, type[CoreVectorEnv
 
 def make_env_spec(cfg: EnvConfig, evaluation: bool = False) -> EnvSpec:
     """The spec of the envs :func:`make_vector_env` makes (makes one env and closes it)."""
-    family, _ = _check(cfg, cfg.num_envs)
+    family, _ = check_config(cfg, cfg.num_envs)
     spec = family.spec(cfg.id, cfg, evaluation)
     if cfg.normalize_obs:
         spec = dataclasses.replace(spec, obs_dtype=NormalizeVectorEnv.OBS_DTYPE)
@@ -66,7 +70,7 @@ def make_vector_env(
     are replaced by the sync backend then, which plays the same preprocessed game.
     """
     n = cfg.num_envs if num_envs is None else num_envs
-    family, backend = _check(cfg, n)
+    family, backend = check_config(cfg, n)
     spec = family.spec(cfg.id, cfg, evaluation)
     if render and not backend.can_render:
         backend = VECTOR_BACKENDS.get("sync").obj
