@@ -8,6 +8,7 @@ names the key and the valid choices.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +119,16 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"env.num_envs: must be >= 1, got {cfg.env.num_envs}")
     if cfg.eval.episodes < 1:
         raise ConfigError(f"eval.episodes: must be >= 1, got {cfg.eval.episodes}")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
+        raise ConfigError(f"device: unknown '{cfg.device}'; valid: auto, cpu, cuda, cuda:N, mps")
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={cfg.device} but CUDA is not available here; use device=cpu")
+    if cfg.logger.wandb_mode not in ("online", "offline", "disabled"):
+        mode = cfg.logger.wandb_mode
+        raise ConfigError(f"logger.wandb_mode: unknown '{mode}'; valid: disabled, offline, online")
     if cfg.resume and cfg.init_from:
         raise ConfigError("resume and init_from are exclusive: resume continues a run")
 
@@ -136,8 +147,6 @@ def _hydra_error(exc: Exception) -> ConfigError:
     first = msg.splitlines()[0] if msg else type(exc).__name__
     if "Could not find" in msg or "Could not load" in msg:
         # "Could not find 'agent/foo'" or "In 'config': Could not find 'experiment/x'"
-        import re
-
         m = re.search(r"Could not (?:find|load) '([^']+)/([^'/]+)'", msg)
         if m:
             group, opt = m.group(1), m.group(2)
@@ -145,8 +154,6 @@ def _hydra_error(exc: Exception) -> ConfigError:
                 f"{group}={opt}: unknown option; {choices_hint(opt, list_group(group))}"
             )
     if "Key '" in msg and ("not in struct" in msg or "Could not override" in msg):
-        import re
-
         m = re.search(r"Could not (?:override|append to) '([^']+)'", msg) or re.search(
             r"full_key: (\S+)", msg
         )
@@ -252,7 +259,7 @@ def load_config(overrides: list[str]) -> TrainConfig:
     _import_components()
     resume = [o.split("=", 1)[1] for o in overrides if o.startswith("resume=")]
     if not resume:
-        cfg = from_dict(TrainConfig, compose(overrides), "config")
+        cfg = from_dict(TrainConfig, compose(overrides), "")
     else:
         from reprl.runs import checkpoint as ckpt
 
@@ -263,7 +270,7 @@ def load_config(overrides: list[str]) -> TrainConfig:
         data = ckpt.load(path)["config"]
         _apply_values(data, values)
         data["resume"] = str(path)
-        cfg = from_dict(TrainConfig, data, "config")
+        cfg = from_dict(TrainConfig, data, "")
     validate(cfg)
     return cfg
 
@@ -271,7 +278,7 @@ def load_config(overrides: list[str]) -> TrainConfig:
 def config_from_saved(data: dict[str, Any]) -> TrainConfig:
     """Rebuild a TrainConfig from the resolved dict saved in a run folder or checkpoint."""
     _import_components()
-    cfg = from_dict(TrainConfig, data, "config")
+    cfg = from_dict(TrainConfig, data, "")
     validate(cfg)
     return cfg
 

@@ -75,6 +75,11 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
 
 
+def _join(path: str, key: object) -> str:
+    """Dotted key path; the top-level config has the empty path."""
+    return f"{path}.{key}" if path else str(key)
+
+
 def from_dict(cls: type, data: dict[str, Any], path: str) -> Any:
     """Build dataclass ``cls`` from ``data``; unknown keys and bad types raise ConfigError."""
     hints = typing.get_type_hints(cls)
@@ -82,12 +87,12 @@ def from_dict(cls: type, data: dict[str, Any], path: str) -> Any:
     kwargs = {}
     for key, value in data.items():
         if key not in names:
-            raise ConfigError(f"{path}.{key}: unknown key; {choices_hint(str(key), names)}")
-        kwargs[key] = _convert(hints[key], value, f"{path}.{key}")
+            raise ConfigError(f"{_join(path, key)}: unknown key; {choices_hint(str(key), names)}")
+        kwargs[key] = _convert(hints[key], value, _join(path, key))
     obj = cls(**kwargs)
     for f in dataclasses.fields(cls):  # defaults of schedule fields may be plain numbers
         if hints[f.name] is Schedule and not isinstance(getattr(obj, f.name), Schedule):
-            setattr(obj, f.name, Schedule.from_value(getattr(obj, f.name), f"{path}.{f.name}"))
+            setattr(obj, f.name, Schedule.from_value(getattr(obj, f.name), _join(path, f.name)))
     check = getattr(obj, "validate", None)
     if callable(check):
         check(path)

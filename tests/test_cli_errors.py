@@ -43,6 +43,11 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
         (["train", "env.backend=ale"], "backend 'ale'"),
         (["config", "eval.episodes=zero"], "eval.episodes: expected int"),
         (["eval", "/no/such/run"], "no such run folder or checkpoint"),
+        (["train", "seed=1.5"], "seed: expected int, got 1.5"),
+        (["train", "device=tpu"], "device: unknown 'tpu'; valid: auto, cpu"),
+        (["train", "logger.wandb_mode=onlin"], "logger.wandb_mode: unknown 'onlin'"),
+        (["train", "resume=/nonexistent"], "no such run folder or checkpoint: /nonexistent"),
+        (["train", "model.backbone.hidden_sizes=64"], "model.backbone.hidden_sizes: expected a list"),
     ],
 )
 def test_bad_input_is_one_line(capsys, argv, needle) -> None:
