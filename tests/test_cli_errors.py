@@ -47,7 +47,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
         (["train", "device=tpu"], "device: unknown 'tpu'; valid: auto, cpu"),
         (["train", "logger.wandb_mode=onlin"], "logger.wandb_mode: unknown 'onlin'"),
         (["train", "resume=/nonexistent"], "no such run folder or checkpoint: /nonexistent"),
-        (["train", "model.backbone.hidden_sizes=64"], "model.backbone.hidden_sizes: expected a list"),
+        (["train", "model.backbone.hidden_sizes=64"], "hidden_sizes: expected a list"),
     ],
 )
 def test_bad_input_is_one_line(capsys, argv, needle) -> None:
