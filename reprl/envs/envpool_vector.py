@@ -82,7 +82,9 @@ class EnvpoolVectorEnv(CoreVectorEnv):
                 stack_num=a.frame_stack,
                 gray_scale=True,
                 frame_skip=a.frame_skip,
-                noop_max=a.noop_max,
+                # envpool draws 1..noop_max no-ops at reset; noop_max=0 makes its uniform
+                # distribution empty (undefined behaviour: it segfaults), so 0 becomes 1.
+                noop_max=max(a.noop_max, 1),
                 episodic_life=False,
                 reward_clip=False,
                 repeat_action_probability=a.sticky_actions,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
 from reprl.envs import AtariConfig, EnvConfig, StepResult, VectorEnv, make_vector_env
 
-BACKENDS = ["sync", "async"]
+HAS_ENVPOOL = importlib.util.find_spec("envpool") is not None
+BACKENDS = ["sync", "async"] + (["envpool"] if HAS_ENVPOOL else [])
 
 
 def rollout(env: VectorEnv, actions: np.ndarray) -> list[StepResult]:
@@ -115,7 +118,7 @@ def test_atari_next_step_autoreset_ale() -> None:
 
 
 @pytest.mark.atari
-@pytest.mark.parametrize("backend", ["sync", "ale"])
+@pytest.mark.parametrize("backend", ["sync", "ale"] + (["envpool"] if HAS_ENVPOOL else []))
 def test_atari_stats_raw_under_clipping_and_episodic_life(backend: str) -> None:
     """SpaceInvaders scores 5-30 per alien: with clipping on, the reported return must still be
     the unclipped game score, equal to the one reported with clipping off; with episodic life
