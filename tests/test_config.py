@@ -37,3 +37,15 @@ def test_resolved_config_round_trips() -> None:
     cfg = load_config(["experiment=ppo_lunarlander"])
     again = config_from_saved(to_dict(cfg))
     assert to_dict(again) == to_dict(cfg)
+
+
+def test_every_env_has_a_solved_threshold() -> None:
+    from reprl.envs import make_env_spec
+
+    for env in ("cartpole", "acrobot", "mountaincar", "pendulum", "lunarlander", "taxi"):
+        assert make_env_spec(load_config([f"env={env}"]).env).reward_threshold is not None, env
+    # Atari: the published average-human score (HNS = 1), unless configured
+    atari = load_config(["env=atari", "env.id=ALE/Pong-v5"]).env
+    assert make_env_spec(atari).reward_threshold == 14.6
+    atari = load_config(["env=atari", "env.reward_threshold=3"]).env
+    assert make_env_spec(atari).reward_threshold == 3.0

@@ -14,6 +14,7 @@ v5 registration with ``frameskip=1`` and the config's sticky-action probability)
 from __future__ import annotations
 
 import re
+from importlib import resources
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,15 @@ EVAL_TIME_LIMIT = 27_000
 """Agent steps (108k frames at frame skip 4: 30 minutes of play) for evaluation without limit."""
 
 _PATTERNS = (re.compile(r"^ALE/(\w+)-v5$"), re.compile(r"^(\w+)NoFrameskip-v4$"))
+
+
+@cache
+def human_scores() -> dict[str, float]:
+    """Average-human score per game from the packaged reference table (26 Atari-100k games)."""
+    text = (resources.files("reprl.data") / "atari100k_reference_scores.csv").read_text()
+    rows = [line.split(",") for line in text.splitlines() if line and not line.startswith("#")]
+    header = rows[0]
+    return {row[0]: float(row[header.index("human")]) for row in rows[1:]}
 
 
 @cache
@@ -87,6 +97,14 @@ class AtariFamily(EnvFamily):
         if not _games() and any(p.match(env_id) for p in _PATTERNS):
             raise EnvError(f"{env_id} needs ale-py: pip install ale-py")
         return game_name(env_id) is not None
+
+    def reward_threshold(self, env: gym.Env, cfg: EnvConfig) -> float | None:
+        """The config's threshold, else the published average-human score of the game (Mnih
+        et al. 2015; the 26 Atari-100k games): "solved" means human level, HNS >= 1."""
+        if cfg.reward_threshold is not None:
+            return cfg.reward_threshold
+        game = game_name(env.spec.id if env.spec is not None else "")
+        return human_scores().get(game or "")
 
     def rom_id(self, env_id: str) -> str:
         """ale-py's snake_case ROM id of ``env_id`` (for ``AtariVectorEnv``)."""
