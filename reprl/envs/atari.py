@@ -14,8 +14,8 @@ v5 registration with ``frameskip=1`` and the config's sticky-action probability)
 from __future__ import annotations
 
 import re
-from importlib import resources
 from functools import cache
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
