@@ -84,7 +84,7 @@ def load_resume(cfg: TrainConfig) -> tuple[dict[str, Any], Path]:
     return state, run_dir
 
 
-def train(cfg: TrainConfig, on_ready: Any = None) -> TrainResult:
+def train(cfg: TrainConfig) -> TrainResult:
     """Train until ``total_steps``, solved (with stop_on_solved), NaN or a signal."""
     device = dist.init(cfg.device)
     rank = dist.rank()
@@ -109,6 +109,22 @@ def train(cfg: TrainConfig, on_ready: Any = None) -> TrainResult:
     random.seed(cfg.seed)
     env_seed = cfg.seed + rank * cfg.env.num_envs
     envs = make_vector_env(cfg.env, seed=env_seed)
+    try:
+        return _train(cfg, envs, env_seed, device, rank, run_dir, resume_state)
+    finally:
+        envs.close()
+
+
+def _train(
+    cfg: TrainConfig,
+    envs: Any,
+    env_seed: int,
+    device: torch.device,
+    rank: int,
+    run_dir: Path,
+    resume_state: dict[str, Any] | None,
+) -> TrainResult:
+    """The body of :func:`train` once the envs exist (they are closed by the caller)."""
     spec = envs.spec
     agent = make_agent(cfg, spec, device)
     dist.broadcast_module(agent.model)
@@ -128,8 +144,13 @@ def train(cfg: TrainConfig, on_ready: Any = None) -> TrainResult:
             ) from None
     if resume_state is not None:
         agent.load_state_dict(resume_state["agent"])
-        source.load_state_dict(resume_state["source"])
-        set_rng_state(resume_state["rng"])
+        if rank == 0:  # the saved envs and RNG are rank 0's; other ranks keep their own
+            source.load_state_dict(resume_state["source"])
+            set_rng_state(resume_state["rng"])
+        else:  # but every rank shares the normaliser statistics
+            envs.load_normalizer_state(
+                ckpt.to_numpy(resume_state["source"]["env"]).get("normalizer")
+            )
         saved = resume_state["run_state"]
         state.global_step, state.iteration = saved["global_step"], saved["iteration"]
         state.extra = dict(saved["extra"])
@@ -168,7 +189,7 @@ def train(cfg: TrainConfig, on_ready: Any = None) -> TrainResult:
     evaluator = EvalCallback(
         run_eval,
         cfg.eval.every_steps,
-        spec.reward_threshold if cfg.env.reward_threshold is None else cfg.env.reward_threshold,
+        spec.reward_threshold,  # env.reward_threshold when set, else the env's own
         cfg.stop_on_solved,
         logger,
         cfg.eval.at_end,
@@ -186,8 +207,6 @@ def train(cfg: TrainConfig, on_ready: Any = None) -> TrainResult:
         state.stop, state.stop_reason = True, "interrupted"
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    if on_ready is not None:
-        on_ready(run_dir)
     start = time.perf_counter()
     try:
         run(agent, source, state, callbacks)
@@ -196,7 +215,6 @@ def train(cfg: TrainConfig, on_ready: Any = None) -> TrainResult:
         for s, handler in previous.items():
             signal.signal(s, handler)
         progress.close()
-        envs.close()
         if logger is not None:
             logger.close()
     divergence, world = dist.max_param_divergence(agent.model), dist.world_size()
