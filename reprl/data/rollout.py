@@ -59,11 +59,35 @@ class RolloutSource:
     # ------------------------------------------------------------------ collect
     def next(self, agent: Agent) -> Batch:
         """Collect one rollout with ``agent`` acting; returns a Batch (on ``self.device``)."""
-        buf, envs, bnp = self.buf, self.envs, self.np
+        buf = self.buf
         if self.state is None:
-            self.state = agent.initial_state(envs.num_envs)
+            self.state = agent.initial_state(self.envs.num_envs)
         extras: dict[str, torch.Tensor] = {}
         extras_np: dict[str, np.ndarray] = {}
+        # One autocast region for the whole rollout: its cache keeps the low-precision copies
+        # of the (unchanging) weights across steps instead of casting them at every step.
+        with agent.autocast():
+            self._collect(agent, extras, extras_np)
+        batch = Batch(
+            obs=buf.obs,
+            action=buf.action,
+            reward=buf.reward,
+            terminated=buf.terminated,
+            truncated=buf.truncated,
+            is_first=buf.is_first,
+            valid=buf.valid,
+            extras=extras,
+        )
+        # What the rollout's last step leads to, for bootstrapping: (N, 1, ...)
+        batch.extras["next_obs"] = torch.from_numpy(self.next_obs[:, None]).to(buf.obs.dtype)
+        batch.extras["next_is_first"] = torch.from_numpy(self.next_is_first[:, None])
+        return batch if self.device.type == "cpu" else batch.to(self.device, non_blocking=True)
+
+    def _collect(
+        self, agent: Agent, extras: dict[str, torch.Tensor], extras_np: dict[str, np.ndarray]
+    ) -> None:
+        """Step every env ``num_steps`` times, writing into the buffers and ``extras``."""
+        buf, envs, bnp = self.buf, self.envs, self.np
         clock = time.perf_counter
         t_env = t_inf = 0.0
         for t in range(self.num_steps):
@@ -102,20 +126,6 @@ class RolloutSource:
                     )
         self._timers["env"] += t_env
         self._timers["inference"] += t_inf
-        batch = Batch(
-            obs=buf.obs,
-            action=buf.action,
-            reward=buf.reward,
-            terminated=buf.terminated,
-            truncated=buf.truncated,
-            is_first=buf.is_first,
-            valid=buf.valid,
-            extras=extras,
-        )
-        # What the rollout's last step leads to, for bootstrapping: (N, 1, ...)
-        batch.extras["next_obs"] = torch.from_numpy(self.next_obs[:, None]).to(buf.obs.dtype)
-        batch.extras["next_is_first"] = torch.from_numpy(self.next_is_first[:, None])
-        return batch if self.device.type == "cpu" else batch.to(self.device, non_blocking=True)
 
     # ------------------------------------------------------------------ minibatches
     def minibatches(self, batch: Batch, num_epochs: int, num_minibatches: int) -> Iterator[Batch]:
