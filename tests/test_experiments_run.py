@@ -25,8 +25,18 @@ TINY = [
 
 @pytest.mark.parametrize("name", [n for n in list_group("experiment") if n != "ppo_atari"])
 def test_experiment_runs(name: str, tmp_path: Path) -> None:
-    shrink = ["env.num_envs=2", "agent.num_steps=16", "total_steps=64"]
-    if load_config([f"experiment={name}"]).agent["name"] == "ppo":
+    shrink = ["env.num_envs=2", "total_steps=64"]
+    agent = load_config([f"experiment={name}"]).agent["name"]
+    if agent == "dqn":  # off-policy: shrink collection, warm-up and update phases instead
+        shrink += [
+            "agent.train_freq=16",
+            "agent.learning_starts=16",
+            "agent.batch_size=8",
+            "agent.gradient_steps=2",
+        ]
+    else:
+        shrink += ["agent.num_steps=16"]
+    if agent == "ppo":
         shrink += ["agent.num_minibatches=2", "agent.num_epochs=1"]
     cfg = load_config([f"experiment={name}", *shrink, *TINY, f"run_dir={tmp_path}"])
     result = train(cfg)

@@ -6,13 +6,14 @@ Importing this package registers every built-in component in ``BACKBONES``, ``NE
 
 from __future__ import annotations
 
-from reprl.models import backbones, necks, policies  # noqa: F401  (registration)
+from reprl.models import backbones, necks, policies, qpolicy  # noqa: F401  (registration)
 from reprl.models.agent import AgentModel
 from reprl.models.build import build_model
 from reprl.models.config import ModelConfig
 from reprl.models.distributions import Categorical, DiagGaussian
 from reprl.models.necks import Neck
 from reprl.models.policies import PolicyOutput
+from reprl.models.qpolicy import QOutput
 
 __all__ = [
     "AgentModel",
@@ -21,5 +22,6 @@ __all__ = [
     "ModelConfig",
     "Neck",
     "PolicyOutput",
+    "QOutput",
     "build_model",
 ]

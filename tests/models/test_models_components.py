@@ -16,7 +16,7 @@ from model_specs import (
 )
 
 from reprl.errors import ConfigError
-from reprl.models import ModelConfig, PolicyOutput, build_model
+from reprl.models import ModelConfig, PolicyOutput, QOutput, build_model
 from reprl.models.build import zero_obs
 from reprl.registry import BACKBONES, NECKS, POLICIES
 from reprl.types import EnvSpec
@@ -144,10 +144,18 @@ def test_neck_contract_stepping_equals_sequence(name: str) -> None:
 @pytest.mark.parametrize("spec", [VECTOR_DISCRETE, VECTOR_CONTINUOUS], ids=["disc", "cont"])
 def test_policy_contract(name: str, spec: EnvSpec) -> None:
     entry = POLICIES.get(name)
+    if name == "q" and not spec.discrete:  # value-based: discrete actions only
+        with pytest.raises(ConfigError, match="discrete"):
+            entry.obj(entry.config_cls(), 16, spec)
+        return
     policy = entry.obj(entry.config_cls(), 16, spec)
     for n, t in NT_SHAPES:
         out, info = policy(torch.randn(n, t, 16))
-        assert isinstance(out, PolicyOutput) and isinstance(info, dict)
+        assert isinstance(out, (PolicyOutput, QOutput)) and isinstance(info, dict)
+        if out.dist is None:  # Q policies: no action distribution, Q-values per action
+            assert out.q.shape == (n, t, spec.num_actions)
+            assert out.logits is None or out.logits.shape[:3] == (n, t, spec.num_actions)
+            continue
         action = out.dist.sample()
         expected = (n, t) if spec.discrete else (n, t, *spec.action_shape)
         assert action.shape == expected
@@ -202,3 +210,24 @@ def test_gradient_reaches_backbone_from_actor_and_critic(spec: EnvSpec, backbone
 def test_zero_obs_dtype() -> None:
     assert zero_obs(IMAGE_DISCRETE).dtype == torch.uint8
     assert zero_obs(VECTOR_DISCRETE).shape == (1, 1, 4)
+
+
+@pytest.mark.parametrize("dueling", [False, True])
+@pytest.mark.parametrize("num_atoms", [1, 11])
+def test_q_policy_options(dueling: bool, num_atoms: int) -> None:
+    cfg = ModelConfig(
+        policy={"name": "q", "hidden": [32], "dueling": dueling, "num_atoms": num_atoms}
+    )
+    model = build_model(cfg, VECTOR_DISCRETE)
+    obs = _random_obs(VECTOR_DISCRETE, 5, 3)
+    (out, _), _ = model(obs)
+    assert out.q.shape == (5, 3, VECTOR_DISCRETE.num_actions)
+    if num_atoms > 1:
+        assert out.logits.shape == (5, 3, VECTOR_DISCRETE.num_actions, num_atoms)
+        support = model.policy.support
+        torch.testing.assert_close(out.q, (out.logits.softmax(-1) * support).sum(-1))
+    else:
+        assert out.logits is None
+    out.q.sum().backward()
+    for pname, param in model.named_parameters():
+        assert param.grad is not None, pname

@@ -1,0 +1,261 @@
+"""DQN (Mnih et al. 2015) with Rainbow's switches (Hessel et al. 2018): double Q-learning
+(van Hasselt et al. 2016), dueling heads (Wang et al. 2016, ``model.policy.dueling``),
+n-step returns, prioritized replay (Schaul et al. 2016) and C51 distributional targets
+(Bellemare et al. 2017, ``model.policy.num_atoms > 1``). Noisy nets are not implemented yet.
+
+The loop: :class:`reprl.data.replay_source.ReplaySource` collects ``train_freq`` steps per env
+with epsilon-greedy actions into the replay buffer; :meth:`DQN.minibatches` then samples
+``gradient_steps`` windows of ``1 + n_step`` steps (once ``learning_starts`` transitions are
+stored); each gets one Adam step on the (IS-weighted) TD or cross-entropy loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from reprl.agents.base import Agent
+from reprl.agents.distributional import categorical_projection
+from reprl.data.nstep import nstep_targets
+from reprl.data.replay import ReplayBuffer
+from reprl.errors import ConfigError
+from reprl.optim.optimizers import Adam
+from reprl.optim.schedules import Schedule
+from reprl.optim.target import TargetNetwork
+from reprl.registry import AGENTS
+from reprl.types import Batch
+
+TARGET_UNITS = ("env_steps", "gradient_steps")
+
+
+@dataclass
+class DQNConfig:
+    """DQN / Rainbow hyperparameters (defaults: SB3's DQN where it has one)."""
+
+    buffer_size: int = 1_000_000
+    """Replay capacity in transitions over all envs (each env gets buffer_size / num_envs)."""
+    learning_starts: int = 100
+    """Transitions stored before the first gradient step."""
+    batch_size: int = 32
+    """Transitions per gradient step."""
+    train_freq: int = 4
+    """Env steps per env collected between update phases."""
+    gradient_steps: int = 1
+    """Gradient steps per update phase."""
+    gamma: float = 0.99
+    """Discount factor."""
+    lr: Schedule = field(default_factory=lambda: Schedule("constant", 1e-4))
+    """Learning rate (a number or a schedule)."""
+    adam_eps: float = 1e-8
+    """Adam epsilon (PyTorch default as SB3; Rainbow uses 1.5e-4)."""
+    target_update_period: int = 10_000
+    """Update the target network every this many ``target_update_unit``."""
+    target_update_unit: str = "env_steps"
+    """env_steps (SB3's ``target_update_interval``, checked before each update phase) or
+    gradient_steps (checked after every gradient step)."""
+    tau: float = 1.0
+    """Polyak coefficient of the target update (1: hard copy, as DQN)."""
+    epsilon: Schedule = field(default_factory=lambda: Schedule("linear", 1.0, 0.05, end_frac=0.1))
+    """Exploration rate of epsilon-greedy acting, over the training fraction."""
+    double: bool = False
+    """Double Q-learning: the online net picks the bootstrap action, the target evaluates it."""
+    n_step: int = 1
+    """n-step returns (Rainbow: 3)."""
+    prioritized: bool = False
+    """Proportional prioritized replay with importance-sampling weights."""
+    per_alpha: float = 0.6
+    """Priority exponent."""
+    per_beta: Schedule = field(default_factory=lambda: Schedule("linear", 0.4, 1.0))
+    """Importance-sampling exponent (annealed to 1 in Schaul et al. 2016)."""
+    huber: bool = True
+    """Huber (smooth L1, delta 1) TD loss instead of squared error (ignored by C51)."""
+    max_grad_norm: float | None = 10.0
+    """Global gradient-norm clipping (None: off; SB3: 10)."""
+    replay_in_checkpoint: bool = False
+    """Save the replay buffer in checkpoints (exact resume; can be gigabytes)."""
+    autocast: str = "none"
+    """Mixed precision for acting and learning: none or bf16."""
+
+    def validate(self, path: str) -> None:
+        """Reject inconsistent options at load time."""
+        if self.autocast not in ("none", "bf16"):
+            raise ConfigError(f"{path}.autocast: unknown '{self.autocast}'; valid: bf16, none")
+        if self.target_update_unit not in TARGET_UNITS:
+            raise ConfigError(
+                f"{path}.target_update_unit: unknown '{self.target_update_unit}'; "
+                f"valid: {', '.join(TARGET_UNITS)}"
+            )
+        for name in (
+            "buffer_size",
+            "batch_size",
+            "train_freq",
+            "gradient_steps",
+            "n_step",
+            "target_update_period",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{path}.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.learning_starts < 0:
+            raise ConfigError(f"{path}.learning_starts: must be >= 0")
+        if not 0.0 < self.tau <= 1.0:
+            raise ConfigError(f"{path}.tau: must be in (0, 1], got {self.tau}")
+
+
+@AGENTS.register("dqn", DQNConfig)
+class DQN(Agent):
+    """DQN on the shared loop: replay collection -> sampled windows -> TD / C51 updates."""
+
+    def __init__(self, cfg: DQNConfig, spec: Any, model: Any, device: torch.device) -> None:
+        if not spec.discrete:
+            raise ConfigError(f"agent: dqn needs discrete actions; env {spec.env_id!r} is not")
+        if not hasattr(model.policy, "num_atoms"):
+            raise ConfigError("model.policy: dqn needs the 'q' policy (model/policy=q)")
+        super().__init__(cfg, spec, model, device)
+        self.num_actions = spec.num_actions
+        mode = "hard" if cfg.tau == 1.0 else "polyak"
+        self.target = TargetNetwork(model, mode, cfg.target_update_period, cfg.tau)
+        self._buffer: ReplayBuffer | None = None  # the source's, for priority updates
+        self.gradient_steps_done = 0
+        self.env_steps_seen = 0  # this process's env steps (target_update_unit: env_steps)
+        self.epsilon = cfg.epsilon(0.0)
+        self.beta = cfg.per_beta(0.0)
+
+    def make_optimizer(self) -> Any:
+        """Adam (PyTorch default eps unless set) over the model's trainable parameters."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return Adam(params, lr=self.cfg.lr(0.0), eps=self.cfg.adam_eps)
+
+    def make_source(self, envs: Any, seed: int, device: torch.device) -> Any:
+        """A :class:`ReplaySource` over a replay buffer of ``buffer_size`` transitions."""
+        from reprl.data.replay_source import ReplaySource
+
+        cfg = self.cfg
+        per_env = max(cfg.buffer_size // envs.num_envs, cfg.n_step + 2)
+        buffer = ReplayBuffer.from_spec(
+            envs.spec, envs.num_envs, per_env, prioritized=cfg.prioritized, alpha=cfg.per_alpha
+        )
+        return ReplaySource(envs, buffer, cfg.train_freq, seed, device, cfg.replay_in_checkpoint)
+
+    # ------------------------------------------------------------------ acting
+    @torch.inference_mode()
+    def act(
+        self, obs: torch.Tensor, state: Any, is_first: torch.Tensor, deterministic: bool = False
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], Any]:
+        """Epsilon-greedy on the online Q-values (greedy when ``deterministic``)."""
+        with self.autocast():
+            (out, state), _ = self.model(obs.to(self.device), state, is_first.to(self.device))
+        action = out.q.argmax(-1)
+        if not deterministic and self.epsilon > 0:
+            explore = torch.rand(action.shape, device=action.device) < self.epsilon
+            if explore.any():
+                random = torch.randint(0, self.num_actions, action.shape, device=action.device)
+                action = torch.where(explore, random, action)
+        return action, {}, state
+
+    # ------------------------------------------------------------------ hooks
+    def on_iteration_start(self, progress: float) -> None:
+        """Learning rate, epsilon and PER beta at this training fraction."""
+        super().on_iteration_start(progress)
+        self.epsilon = self.cfg.epsilon(progress)
+        self.beta = self.cfg.per_beta(progress)
+
+    def minibatches(self, source: Any, batch: Batch) -> Iterator[Batch]:
+        """``gradient_steps`` windows ``(B, 1 + n_step)`` from the buffer once
+        ``learning_starts`` transitions are stored (nothing before)."""
+        cfg = self.cfg
+        n, t = batch.shape
+        self.env_steps_seen += n * t
+        if cfg.target_update_unit == "env_steps":
+            # SB3 updates the target during collection, i.e. before the next update phase.
+            self.target.update(self.env_steps_seen)
+        buffer = self._buffer = source.buffer
+        if len(buffer) < max(cfg.learning_starts, cfg.batch_size):
+            return
+        for _ in range(cfg.gradient_steps):
+            mb = buffer.sample(cfg.batch_size, source.rng, n_step=cfg.n_step, beta=self.beta)
+            yield mb if self.device.type == "cpu" else mb.to(self.device, non_blocking=True)
+
+    def compute_loss(self, mb: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """n-step (double) Q-learning or C51 loss on windows ``(B, 1 + n_step)``.
+
+        The window's step 0 is learned from; :func:`nstep_targets` gives its return, discount
+        and bootstrap index ``m <= n_step`` (always inside the window, which has ``1 + n_step``
+        steps: after a truncation the reset step at ``m`` holds the final observation).
+        """
+        cfg = self.cfg
+        batch_size = mb.reward.shape[0]
+        rows = torch.arange(batch_size, device=mb.reward.device)
+        returns, discount, boot = nstep_targets(
+            mb.reward, mb.terminated, mb.truncated, mb.valid, cfg.gamma, cfg.n_step
+        )
+        returns, discount, boot = returns[:, 0], discount[:, 0], boot[:, 0]
+        with self.autocast():
+            (out, _), _ = self.model(mb.obs, None, mb.is_first)
+        action = mb.action[:, 0].long()
+        with torch.no_grad():
+            (target_out, _), _ = self.target(mb.obs, None, mb.is_first)
+            if cfg.double:  # online net chooses, target evaluates (van Hasselt et al. 2016)
+                next_action = out.q.detach()[rows, boot].argmax(-1)
+            else:
+                next_action = target_out.q[rows, boot].argmax(-1)
+        distributional = out.logits is not None
+        if distributional:
+            support = self.model.policy.support
+            with torch.no_grad():
+                next_probs = target_out.logits[rows, boot, next_action].softmax(-1)
+                target_probs = categorical_projection(next_probs, returns, discount, support)
+            log_probs = out.logits[rows, 0, action].log_softmax(-1)
+            per_sample = -(target_probs * log_probs).sum(-1)  # cross-entropy (Bellemare, eq. 7)
+            priority = per_sample.detach()
+            q_sa = out.q[rows, 0, action]
+        else:
+            with torch.no_grad():
+                target_q = returns + discount * target_out.q[rows, boot, next_action]
+            q_sa = out.q[rows, 0, action]
+            if cfg.huber:
+                per_sample = F.smooth_l1_loss(q_sa, target_q, reduction="none")
+            else:
+                per_sample = (q_sa - target_q) ** 2
+            priority = (target_q - q_sa).detach().abs()
+        if "weight" in mb.extras:  # importance-sampling correction (Schaul et al. 2016)
+            loss = (mb.extras["weight"][:, 0].to(per_sample.dtype) * per_sample).mean()
+        else:
+            loss = per_sample.mean()
+        self._priority = priority
+        info = {
+            "stats/q": q_sa.detach().mean(),
+            "stats/epsilon": torch.tensor(self.epsilon),
+            "stats/td_abs": priority.mean(),
+        }
+        return {"loss_rl_q": loss}, info
+
+    def after_update(self, mb: Batch, info: dict[str, torch.Tensor]) -> None:
+        """New priorities of the sampled windows; target update (``target_update_unit``)."""
+        self.gradient_steps_done += 1
+        if self.cfg.prioritized and self._buffer is not None:
+            self._buffer.update_priorities(mb.extras["index"][:, 0], self._priority)
+        if self.cfg.target_update_unit == "gradient_steps":
+            self.target.update(self.gradient_steps_done)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Model, optimizer, target network and counters."""
+        return super().state_dict() | {
+            "target": self.target.state_dict(),
+            "gradient_steps": self.gradient_steps_done,
+            "env_steps": self.env_steps_seen,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], optimizer: bool = True) -> None:
+        """Restore :meth:`state_dict` (weights-only init also copies them into the target)."""
+        super().load_state_dict(state, optimizer)
+        if optimizer and "target" in state:
+            self.target.load_state_dict(state["target"])
+            self.gradient_steps_done = int(state.get("gradient_steps", 0))
+            self.env_steps_seen = int(state.get("env_steps", 0))
+        else:
+            self.target.sync()
