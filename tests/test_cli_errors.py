@@ -21,7 +21,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     "argv,needle",
     [
         (["train", "experiment=nope"], "experiment=nope: unknown option; valid: a2c_cartpole"),
-        (["train", "agent=foo"], "agent=foo: unknown option; valid: a2c, dqn, ppo"),
+        (["train", "agent=foo"], "agent=foo: unknown option; valid: a2c, der, dqn, ppo, rainbow"),
         (
             ["train", "experiment=ppo_cartpole", "agent.lrr=1"],
             "agent.lrr: unknown key; did you mean 'lr'",

@@ -1,7 +1,14 @@
 """DQN (Mnih et al. 2015) with Rainbow's switches (Hessel et al. 2018): double Q-learning
 (van Hasselt et al. 2016), dueling heads (Wang et al. 2016, ``model.policy.dueling``),
 n-step returns, prioritized replay (Schaul et al. 2016) and C51 distributional targets
-(Bellemare et al. 2017, ``model.policy.num_atoms > 1``). Noisy nets are not implemented yet.
+(Bellemare et al. 2017, ``model.policy.num_atoms > 1``) and noisy nets (Fortunato et al.
+2018, ``model.policy.noisy``).
+
+With noisy nets the agent acts greedily on the noisy online network and ignores
+``epsilon`` (Hessel et al. 2018 set epsilon to 0 with noisy nets): fresh noise is drawn for
+every (non-deterministic) :meth:`DQN.act` call, i.e. once per env step, and independently for
+the online and the target network before every gradient step (the target's noise is active
+although it is kept in eval mode). Deterministic acting (evaluation) uses the mean weights.
 
 The loop: :class:`reprl.data.replay_source.ReplaySource` collects ``train_freq`` steps per env
 with epsilon-greedy actions into the replay buffer; :meth:`DQN.minibatches` then samples
@@ -60,7 +67,8 @@ class DQNConfig:
     tau: float = 1.0
     """Polyak coefficient of the target update (1: hard copy, as DQN)."""
     epsilon: Schedule = field(default_factory=lambda: Schedule("linear", 1.0, 0.05, end_frac=0.1))
-    """Exploration rate of epsilon-greedy acting, over the training fraction."""
+    """Exploration rate of epsilon-greedy acting, over the training fraction (ignored with
+    noisy nets, ``model.policy.noisy``: the agent acts greedily on the noisy network)."""
     double: bool = False
     """Double Q-learning: the online net picks the bootstrap action, the target evaluates it."""
     n_step: int = 1
@@ -123,6 +131,11 @@ class DQN(Agent):
         self.env_steps_seen = 0  # this process's env steps (target_update_unit: env_steps)
         self.epsilon = cfg.epsilon(0.0)
         self.beta = cfg.per_beta(0.0)
+        self.noisy = bool(getattr(model.policy, "noisy", False))
+        if self.noisy:
+            self.epsilon = 0.0
+            # The target is kept in eval mode; its noise must still apply (Hessel et al. 2018).
+            self.target.target.policy.set_noise(in_eval=True)
 
     def make_optimizer(self) -> Any:
         """Adam (PyTorch default eps unless set) over the model's trainable parameters."""
@@ -145,7 +158,16 @@ class DQN(Agent):
     def act(
         self, obs: torch.Tensor, state: Any, is_first: torch.Tensor, deterministic: bool = False
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], Any]:
-        """Epsilon-greedy on the online Q-values (greedy when ``deterministic``)."""
+        """Epsilon-greedy on the online Q-values (greedy when ``deterministic``).
+
+        Noisy nets: greedy on the online net with freshly drawn noise (epsilon ignored);
+        ``deterministic`` uses the mean weights.
+        """
+        if self.noisy:
+            policy = self.model.policy
+            policy.set_noise(enabled=not deterministic)
+            if not deterministic:
+                policy.reset_noise()
         with self.autocast():
             (out, state), _ = self.model(obs.to(self.device), state, is_first.to(self.device))
         action = out.q.argmax(-1)
@@ -160,7 +182,7 @@ class DQN(Agent):
     def on_iteration_start(self, progress: float) -> None:
         """Learning rate, epsilon and PER beta at this training fraction."""
         super().on_iteration_start(progress)
-        self.epsilon = self.cfg.epsilon(progress)
+        self.epsilon = 0.0 if self.noisy else self.cfg.epsilon(progress)
         self.beta = self.cfg.per_beta(progress)
 
     def minibatches(self, source: Any, batch: Batch) -> Iterator[Batch]:
@@ -193,6 +215,10 @@ class DQN(Agent):
             mb.reward, mb.terminated, mb.truncated, mb.valid, cfg.gamma, cfg.n_step
         )
         returns, discount, boot = returns[:, 0], discount[:, 0], boot[:, 0]
+        if self.noisy:  # independent fresh noise for the online and the target network
+            self.model.policy.set_noise(enabled=True)
+            self.model.policy.reset_noise()
+            self.target.target.policy.reset_noise()
         with self.autocast():
             (out, _), _ = self.model(mb.obs, None, mb.is_first)
         action = mb.action[:, 0].long()
