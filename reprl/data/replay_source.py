@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from reprl.data.replay import ReplayBuffer
+from reprl.data.rollout import StepStats
 from reprl.envs.base import VectorEnv
 from reprl.runs.checkpoint import to_numpy
 from reprl.types import Batch
@@ -57,8 +58,7 @@ class ReplaySource:
         self.next_is_first = np.ones(envs.num_envs, dtype=bool)
         self.next_valid = np.ones(envs.num_envs, dtype=bool)
         self.state: Any = None
-        self._episodes: list[tuple[float, int]] = []
-        self._timers = {"env": 0.0, "inference": 0.0}
+        self.stats = StepStats()
 
     def next(self, agent: Agent) -> Batch:
         """Step every env ``train_freq`` times with ``agent.act``; store and return the steps."""
@@ -101,12 +101,9 @@ class ReplaySource:
                 self.next_is_first = ~valid  # the obs after a reset step starts an episode
                 self.next_valid = ~done
                 if done.any():
-                    for i in np.flatnonzero(res.episode_length):
-                        self._episodes.append(
-                            (float(res.episode_return[i]), int(res.episode_length[i]))
-                        )
-        self._timers["env"] += t_env
-        self._timers["inference"] += t_inf
+                    self.stats.record_episodes(res)
+        self.stats.env_time += t_env
+        self.stats.inference_time += t_inf
         arrays = {k: torch.from_numpy(np.stack(v, axis=1)) for k, v in cols.items()}
         arrays["reward"] = arrays["reward"].float()
         batch = Batch(**arrays)
@@ -115,19 +112,7 @@ class ReplaySource:
     # ------------------------------------------------------------------ bookkeeping
     def pop_metrics(self) -> dict[str, float]:
         """Episode statistics, timings and buffer fill since the last call."""
-        out: dict[str, float] = {
-            "perf/env_time": self._timers["env"],
-            "perf/inference_time": self._timers["inference"],
-            "charts/replay_size": float(len(self.buffer)),
-        }
-        if self._episodes:
-            rets, lens = zip(*self._episodes)
-            out["charts/episodic_return"] = float(np.mean(rets))
-            out["charts/episodic_length"] = float(np.mean(lens))
-            out["charts/episodes"] = float(len(rets))
-        self._episodes.clear()
-        self._timers = {"env": 0.0, "inference": 0.0}
-        return out
+        return self.stats.pop() | {"charts/replay_size": float(len(self.buffer))}
 
     def state_dict(self) -> dict[str, Any]:
         """Envs, current observations and the sampling generator; the buffer only with

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from reprl.envs.base import VectorEnv
+from reprl.envs.base import StepResult, VectorEnv
 from reprl.runs.checkpoint import to_numpy
 from reprl.types import Batch
 
@@ -18,6 +18,36 @@ if TYPE_CHECKING:
     from reprl.agents.base import Agent
 
 _TORCH_DTYPES = {np.dtype("uint8"): torch.uint8, np.dtype("float32"): torch.float32}
+
+
+class StepStats:
+    """What a Source reports between log events: finished episodes (raw return, length) and
+    time spent stepping envs and choosing actions. Shared by every Source."""
+
+    def __init__(self) -> None:
+        self.episodes: list[tuple[float, int]] = []
+        self.env_time = 0.0
+        self.inference_time = 0.0
+
+    def record_episodes(self, res: StepResult) -> None:
+        """Remember the episodes that ended on this vector step."""
+        for i in np.flatnonzero(res.episode_length):
+            self.episodes.append((float(res.episode_return[i]), int(res.episode_length[i])))
+
+    def pop(self) -> dict[str, float]:
+        """Metrics since the last call (``perf/`` timings, ``charts/`` episode means)."""
+        out: dict[str, float] = {
+            "perf/env_time": self.env_time,
+            "perf/inference_time": self.inference_time,
+        }
+        if self.episodes:
+            rets, lens = zip(*self.episodes)
+            out["charts/episodic_return"] = float(np.mean(rets))
+            out["charts/episodic_length"] = float(np.mean(lens))
+            out["charts/episodes"] = float(len(rets))
+        self.episodes.clear()
+        self.env_time = self.inference_time = 0.0
+        return out
 
 
 class RolloutSource:
@@ -53,8 +83,7 @@ class RolloutSource:
         self.state: Any = None
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
-        self._episodes: list[tuple[float, int]] = []
-        self._timers = {"env": 0.0, "inference": 0.0}
+        self.stats = StepStats()
 
     # ------------------------------------------------------------------ collect
     def next(self, agent: Agent) -> Batch:
@@ -120,12 +149,9 @@ class RolloutSource:
             self.next_is_first = ~self.next_valid  # the obs after a reset step starts an episode
             self.next_valid = ~done
             if done.any():
-                for i in np.flatnonzero(res.episode_length):
-                    self._episodes.append(
-                        (float(res.episode_return[i]), int(res.episode_length[i]))
-                    )
-        self._timers["env"] += t_env
-        self._timers["inference"] += t_inf
+                self.stats.record_episodes(res)
+        self.stats.env_time += t_env
+        self.stats.inference_time += t_inf
 
     # ------------------------------------------------------------------ minibatches
     def minibatches(self, batch: Batch, num_epochs: int, num_minibatches: int) -> Iterator[Batch]:
@@ -141,18 +167,7 @@ class RolloutSource:
     # ------------------------------------------------------------------ bookkeeping
     def pop_metrics(self) -> dict[str, float]:
         """Episode statistics and timings since the last call."""
-        out: dict[str, float] = {
-            "perf/env_time": self._timers["env"],
-            "perf/inference_time": self._timers["inference"],
-        }
-        if self._episodes:
-            rets, lens = zip(*self._episodes)
-            out["charts/episodic_return"] = float(np.mean(rets))
-            out["charts/episodic_length"] = float(np.mean(lens))
-            out["charts/episodes"] = float(len(rets))
-        self._episodes.clear()
-        self._timers = {"env": 0.0, "inference": 0.0}
-        return out
+        return self.stats.pop()
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue collecting exactly where this source stopped."""
