@@ -40,6 +40,9 @@ class EnvSpec:
     """Time limit (agent steps) applied to every episode."""
     action_meanings: tuple[str, ...] = ()
     """Human-readable labels of discrete actions (Atari's NOOP, FIRE, ...)."""
+    frame_stack: int = 1
+    """Frames stacked along the observation's first axis (Atari: 4; ``obs_shape[0]`` is
+    ``frame_stack * channels``). Replay stores each frame once and rebuilds stacks by index."""
 
     @property
     def discrete(self) -> bool:

@@ -63,7 +63,8 @@ class ReplayBuffer:
         action_shape: ``()`` for discrete actions, the action shape otherwise.
         action_dtype: ``int64`` for discrete actions, ``float32`` otherwise.
         frame_stack: ``k > 1`` stores only the newest of the ``k`` stacked frames (``obs`` must
-            be ``(k, ...)``) and rebuilds stacks when sampling.
+            be ``(k * C, ...)``: ``k`` frames of ``C`` channels, e.g. ``(4, 84, 84)`` grayscale
+            Atari or ``(9, 84, 84)`` for 3 RGB frames) and rebuilds stacks when sampling.
         prioritized: proportional prioritised replay (Schaul et al. 2016).
         alpha: priority exponent (prioritized only).
         eps: added to ``|td_error|`` (prioritized only).
@@ -87,8 +88,8 @@ class ReplayBuffer:
         if frame_stack < 1:
             raise ValueError(f"frame_stack must be >= 1, got {frame_stack}")
         obs_shape = tuple(int(s) for s in obs_shape)
-        if frame_stack > 1 and (not obs_shape or obs_shape[0] != frame_stack):
-            raise ValueError(f"frame_stack={frame_stack} needs obs (k, ...), got {obs_shape}")
+        if frame_stack > 1 and (not obs_shape or obs_shape[0] % frame_stack):
+            raise ValueError(f"frame_stack={frame_stack} needs obs (k * C, ...), got {obs_shape}")
         if capacity_per_env < frame_stack:
             raise ValueError("capacity_per_env must be at least frame_stack")
         self.num_envs, self.capacity_per_env = int(num_envs), int(capacity_per_env)
@@ -96,7 +97,13 @@ class ReplayBuffer:
         self.obs_shape, self.frame_stack = obs_shape, int(frame_stack)
         self.action_shape = tuple(int(s) for s in action_shape)
         n, c = self.num_envs, self.capacity_per_env
-        stored_obs = obs_shape[1:] if frame_stack > 1 else obs_shape
+        self.frame_channels = obs_shape[0] // frame_stack if frame_stack > 1 else 0
+        """Channels ``C`` of one stacked frame (0 without frame stacking)."""
+        stored_obs = (
+            (obs_shape[1:] if self.frame_channels == 1 else (self.frame_channels, *obs_shape[1:]))
+            if frame_stack > 1
+            else obs_shape
+        )
         # np.zeros maps pages lazily: a 1M-step Atari buffer costs RAM only as it fills.
         self.obs = np.zeros((n, c, *stored_obs), dtype=obs_dtype)
         self.action = np.zeros((n, c, *self.action_shape), dtype=action_dtype)
@@ -114,7 +121,12 @@ class ReplayBuffer:
 
     @classmethod
     def from_spec(cls, spec: EnvSpec, num_envs: int, capacity_per_env: int, **kw: Any) -> Any:
-        """A buffer shaped for ``spec`` (discrete: int64 actions; continuous: float32)."""
+        """A buffer shaped for ``spec`` (discrete: int64 actions; continuous: float32).
+
+        uint8 observations with ``spec.frame_stack > 1`` store each frame once (stacks rebuilt
+        by index); normalised (float) observations are stored whole."""
+        if spec.frame_stack > 1 and np.dtype(spec.obs_dtype) == np.uint8:
+            kw.setdefault("frame_stack", spec.frame_stack)
         if spec.discrete:
             act_shape, act_dtype = (), np.int64
         else:
@@ -170,8 +182,9 @@ class ReplayBuffer:
         first = self._next_first if is_first is None else np.asarray(is_first, bool).reshape(n)
         p = self.count % self.capacity_per_env
         if self.frame_stack > 1:
-            self.obs[:, p] = obs[:, -1]
-            padded = ~obs[:, :-1].reshape(n, -1).any(axis=1)
+            fc = self.frame_channels
+            self.obs[:, p] = obs[:, -1] if fc == 1 else obs[:, -fc:]
+            padded = ~obs[:, :-fc].reshape(n, -1).any(axis=1)
             if self.count == 0:
                 if not padded.all():
                     warnings.warn(
@@ -310,7 +323,7 @@ class ReplayBuffer:
         stacks rebuilt from the stored newest frames (zeros before a stack reset)."""
         if self.frame_stack == 1:
             return self.obs[env, pos]
-        k, c = self.frame_stack, self.capacity_per_env
+        k, c, fc = self.frame_stack, self.capacity_per_env, self.frame_channels
         out = np.empty((*pos.shape, *self.obs_shape), dtype=self.obs.dtype)
         alive = np.ones(pos.shape, dtype=bool)
         for j in range(k):  # j frames back; k is small (4), each pass is vectorised
@@ -318,7 +331,10 @@ class ReplayBuffer:
                 alive &= ~self.reset[env, (pos - j + 1) % c]
             frames = self.obs[env, (pos - j) % c]
             frames[~alive] = 0
-            out[:, :, k - 1 - j] = frames
+            if fc == 1:
+                out[:, :, k - 1 - j] = frames
+            else:
+                out[:, :, (k - 1 - j) * fc : (k - j) * fc] = frames
         return out
 
     def update_priorities(self, indices: np.ndarray | torch.Tensor, td_errors: Any) -> None:

@@ -188,6 +188,9 @@ class AtariFamily(EnvFamily):
     def action_meanings(self, env: gym.Env, env_id: str) -> tuple[str, ...]:
         return tuple(env.unwrapped.get_action_meanings())  # type: ignore[attr-defined]
 
+    def frame_stack(self, env_id: str, cfg: EnvConfig) -> int:
+        return cfg.atari.frame_stack
+
     def capture(self, env: gym.Env) -> dict[str, Any]:
         """Wrapper state (frame buffers, stack, counters, RNG) plus the emulator's state,
         serialized by ALE with its RNG (sticky actions) as uint8 bytes."""

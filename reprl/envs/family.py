@@ -76,6 +76,10 @@ class EnvFamily(ABC):
         """Human-readable labels of discrete actions."""
         return ()
 
+    def frame_stack(self, env_id: str, cfg: EnvConfig) -> int:
+        """Frames stacked along the observation's first axis (default 1: no stacking)."""
+        return 1
+
     def time_limit(self, env_id: str, cfg: EnvConfig, evaluation: bool) -> int | None:
         """Time limit in agent steps: the config's, else the registered one, else (evaluation
         only) :data:`EVAL_TIME_LIMIT`."""
@@ -105,6 +109,7 @@ class EnvFamily(ABC):
                 reward_threshold=self.reward_threshold(env, cfg),
                 max_episode_steps=self.time_limit(env_id, cfg, evaluation),
                 action_meanings=self.action_meanings(env, env_id),
+                frame_stack=self.frame_stack(env_id, cfg),
             )
         finally:
             env.close()
