@@ -18,17 +18,15 @@ stored); each gets one Adam step on the (IS-weighted) TD or cross-entropy loss.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from reprl.agents.base import Agent
 from reprl.agents.distributional import categorical_projection
+from reprl.agents.offpolicy import OffPolicyAgent, OffPolicyConfig
 from reprl.data.nstep import nstep_targets
-from reprl.data.replay import ReplayBuffer
 from reprl.errors import ConfigError
 from reprl.optim.optimizers import Adam
 from reprl.optim.schedules import Schedule
@@ -40,21 +38,13 @@ TARGET_UNITS = ("env_steps", "gradient_steps")
 
 
 @dataclass
-class DQNConfig:
+class DQNConfig(OffPolicyConfig):
     """DQN / Rainbow hyperparameters (defaults: SB3's DQN where it has one)."""
 
-    buffer_size: int = 1_000_000
-    """Replay capacity in transitions over all envs (each env gets buffer_size / num_envs)."""
-    learning_starts: int = 100
-    """Transitions stored before the first gradient step."""
     batch_size: int = 32
     """Transitions per gradient step."""
     train_freq: int = 4
     """Env steps per env collected between update phases."""
-    gradient_steps: int = 1
-    """Gradient steps per update phase."""
-    gamma: float = 0.99
-    """Discount factor."""
     lr: Schedule = field(default_factory=lambda: Schedule("constant", 1e-4))
     """Learning rate (a number or a schedule)."""
     adam_eps: float = 1e-8
@@ -71,8 +61,6 @@ class DQNConfig:
     noisy nets, ``model.policy.noisy``: the agent acts greedily on the noisy network)."""
     double: bool = False
     """Double Q-learning: the online net picks the bootstrap action, the target evaluates it."""
-    n_step: int = 1
-    """n-step returns (Rainbow: 3)."""
     prioritized: bool = False
     """Proportional prioritized replay with importance-sampling weights."""
     per_alpha: float = 0.6
@@ -83,38 +71,23 @@ class DQNConfig:
     """Huber (smooth L1, delta 1) TD loss instead of squared error (ignored by C51)."""
     max_grad_norm: float | None = 10.0
     """Global gradient-norm clipping (None: off; SB3: 10)."""
-    replay_in_checkpoint: bool = False
-    """Save the replay buffer in checkpoints (exact resume; can be gigabytes)."""
-    autocast: str = "none"
-    """Mixed precision for acting and learning: none or bf16."""
 
     def validate(self, path: str) -> None:
         """Reject inconsistent options at load time."""
-        if self.autocast not in ("none", "bf16"):
-            raise ConfigError(f"{path}.autocast: unknown '{self.autocast}'; valid: bf16, none")
+        super().validate(path)
         if self.target_update_unit not in TARGET_UNITS:
             raise ConfigError(
                 f"{path}.target_update_unit: unknown '{self.target_update_unit}'; "
                 f"valid: {', '.join(TARGET_UNITS)}"
             )
-        for name in (
-            "buffer_size",
-            "batch_size",
-            "train_freq",
-            "gradient_steps",
-            "n_step",
-            "target_update_period",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{path}.{name}: must be >= 1, got {getattr(self, name)}")
-        if self.learning_starts < 0:
-            raise ConfigError(f"{path}.learning_starts: must be >= 0")
+        if self.target_update_period < 1:
+            raise ConfigError(f"{path}.target_update_period: must be >= 1")
         if not 0.0 < self.tau <= 1.0:
             raise ConfigError(f"{path}.tau: must be in (0, 1], got {self.tau}")
 
 
 @AGENTS.register("dqn", DQNConfig)
-class DQN(Agent):
+class DQN(OffPolicyAgent):
     """DQN on the shared loop: replay collection -> sampled windows -> TD / C51 updates."""
 
     def __init__(self, cfg: DQNConfig, spec: Any, model: Any, device: torch.device) -> None:
@@ -123,12 +96,10 @@ class DQN(Agent):
         if not hasattr(model.policy, "num_atoms"):
             raise ConfigError("model.policy: dqn needs the 'q' policy (model/policy=q)")
         super().__init__(cfg, spec, model, device)
+        self.prioritized, self.per_alpha = cfg.prioritized, cfg.per_alpha
         self.num_actions = spec.num_actions
         mode = "hard" if cfg.tau == 1.0 else "polyak"
         self.target = TargetNetwork(model, mode, cfg.target_update_period, cfg.tau)
-        self._buffer: ReplayBuffer | None = None  # the source's, for priority updates
-        self.gradient_steps_done = 0
-        self.env_steps_seen = 0  # this process's env steps (target_update_unit: env_steps)
         self.epsilon = cfg.epsilon(0.0)
         self.beta = cfg.per_beta(0.0)
         self.noisy = bool(getattr(model.policy, "noisy", False))
@@ -141,17 +112,6 @@ class DQN(Agent):
         """Adam (PyTorch default eps unless set) over the model's trainable parameters."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         return Adam(params, lr=self.cfg.lr(0.0), eps=self.cfg.adam_eps)
-
-    def make_source(self, envs: Any, seed: int, device: torch.device) -> Any:
-        """A :class:`ReplaySource` over a replay buffer of ``buffer_size`` transitions."""
-        from reprl.data.replay_source import ReplaySource
-
-        cfg = self.cfg
-        per_env = max(cfg.buffer_size // envs.num_envs, cfg.n_step + 2)
-        buffer = ReplayBuffer.from_spec(
-            envs.spec, envs.num_envs, per_env, prioritized=cfg.prioritized, alpha=cfg.per_alpha
-        )
-        return ReplaySource(envs, buffer, cfg.train_freq, seed, device, cfg.replay_in_checkpoint)
 
     # ------------------------------------------------------------------ acting
     @torch.inference_mode()
@@ -185,21 +145,11 @@ class DQN(Agent):
         self.epsilon = 0.0 if self.noisy else self.cfg.epsilon(progress)
         self.beta = self.cfg.per_beta(progress)
 
-    def minibatches(self, source: Any, batch: Batch) -> Iterator[Batch]:
-        """``gradient_steps`` windows ``(B, 1 + n_step)`` from the buffer once
-        ``learning_starts`` transitions are stored (nothing before)."""
-        cfg = self.cfg
-        n, t = batch.shape
-        self.env_steps_seen += n * t
-        if cfg.target_update_unit == "env_steps":
-            # SB3 updates the target during collection, i.e. before the next update phase.
+    def on_collected(self, num_steps: int) -> None:
+        """Env-step target updates: SB3 updates the target during collection, i.e. before
+        the next update phase."""
+        if self.cfg.target_update_unit == "env_steps":
             self.target.update(self.env_steps_seen)
-        buffer = self._buffer = source.buffer
-        if len(buffer) < max(cfg.learning_starts, cfg.batch_size):
-            return
-        for _ in range(cfg.gradient_steps):
-            mb = buffer.sample(cfg.batch_size, source.rng, n_step=cfg.n_step, beta=self.beta)
-            yield mb if self.device.type == "cpu" else mb.to(self.device, non_blocking=True)
 
     def compute_loss(self, mb: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """n-step (double) Q-learning or C51 loss on windows ``(B, 1 + n_step)``.
@@ -262,26 +212,20 @@ class DQN(Agent):
     def after_update(self, mb: Batch, info: dict[str, torch.Tensor]) -> None:
         """New priorities of the sampled windows; target update (``target_update_unit``)."""
         self.gradient_steps_done += 1
-        if self.cfg.prioritized and self._buffer is not None:
-            self._buffer.update_priorities(mb.extras["index"][:, 0], self._priority)
+        if self.cfg.prioritized and self.buffer is not None:
+            self.buffer.update_priorities(mb.extras["index"][:, 0], self._priority)
         if self.cfg.target_update_unit == "gradient_steps":
             self.target.update(self.gradient_steps_done)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """Model, optimizer, target network and counters."""
-        return super().state_dict() | {
-            "target": self.target.state_dict(),
-            "gradient_steps": self.gradient_steps_done,
-            "env_steps": self.env_steps_seen,
-        }
+        return super().state_dict() | {"target": self.target.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any], optimizer: bool = True) -> None:
         """Restore :meth:`state_dict` (weights-only init also copies them into the target)."""
         super().load_state_dict(state, optimizer)
         if optimizer and "target" in state:
             self.target.load_state_dict(state["target"])
-            self.gradient_steps_done = int(state.get("gradient_steps", 0))
-            self.env_steps_seen = int(state.get("env_steps", 0))
         else:
             self.target.sync()

@@ -6,7 +6,7 @@ Importing this package registers every built-in component in ``BACKBONES``, ``NE
 
 from __future__ import annotations
 
-from reprl.models import backbones, necks, policies, qpolicy  # noqa: F401  (registration)
+from reprl.models import actor_q, backbones, necks, policies, qpolicy  # noqa: F401  (registration)
 from reprl.models.agent import AgentModel
 from reprl.models.build import build_model
 from reprl.models.config import ModelConfig

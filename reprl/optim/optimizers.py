@@ -200,3 +200,47 @@ class RMSprop(FunctionalOptimizer):
             momentum=0.0,
             centered=False,
         )
+
+
+class OptimizerSet:
+    """Several optimizers used as one, e.g. SAC's actor, critic and entropy coefficient with
+    their own learning rates: one ``zero_grad``/``step`` for all, ``params`` concatenated (for
+    gradient clipping and all-reduce), state dicts keyed by part name.
+
+    Agents compute one summed loss whose parts touch disjoint parameters, so one backward and
+    one :meth:`step` update every part exactly as separate optimizers would.
+    """
+
+    def __init__(self, **parts: FunctionalOptimizer) -> None:
+        if not parts:
+            raise ValueError("OptimizerSet needs at least one optimizer")
+        self.parts = parts
+        self.params = [p for opt in parts.values() for p in opt.params]
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Every part's param group, in part order."""
+        return [g for opt in self.parts.values() for g in opt.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Drop every part's gradients."""
+        for opt in self.parts.values():
+            opt.zero_grad(set_to_none)
+
+    def step(self) -> None:
+        """Step every part (parameters without a gradient are left alone)."""
+        for opt in self.parts.values():
+            opt.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{part name: state dict}``."""
+        return {name: opt.state_dict() for name, opt in self.parts.items()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the same parts)."""
+        if set(state_dict) != set(self.parts):
+            raise ValueError(
+                f"optimizer state has parts {sorted(state_dict)}, expected {sorted(self.parts)}"
+            )
+        for name, opt in self.parts.items():
+            opt.load_state_dict(state_dict[name])
