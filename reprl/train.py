@@ -50,22 +50,34 @@ def make_agent(cfg: TrainConfig, spec: Any, device: torch.device) -> Agent:
     return entry.obj(agent_cfg, spec, model, device)
 
 
-def rng_state() -> dict[str, Any]:
-    """Global RNG states (torch, NumPy, Python) as checkpointable data."""
-    return {
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """Global RNG states (torch, NumPy, Python) as checkpointable data.
+
+    On a CUDA ``device`` also that device's generator: tensors drawn on the GPU
+    (epsilon-greedy coins, noisy-net noise, dropout) come from it, not from the CPU generator
+    that ``torch.get_rng_state`` returns, and a resume that skipped it would draw different
+    numbers than the uninterrupted run.
+    """
+    state = {
         "torch": torch.get_rng_state(),
         "numpy": np.random.get_state(),
         "python": random.getstate(),
     }
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore :func:`rng_state`."""
+def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
+    """Restore :func:`rng_state` (the CUDA generator when both the state and ``device`` have
+    one: a run saved on a GPU and resumed on the CPU keeps its CPU streams)."""
     torch.set_rng_state(state["torch"])
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def resolve_run_dir(cfg: TrainConfig) -> Path:
@@ -146,7 +158,7 @@ def _train(
         agent.load_state_dict(resume_state["agent"])
         if rank == 0:  # the saved envs and RNG are rank 0's; other ranks keep their own
             source.load_state_dict(resume_state["source"])
-            set_rng_state(resume_state["rng"])
+            set_rng_state(resume_state["rng"], device)
         else:  # but every rank shares the normaliser statistics
             envs.load_normalizer_state(
                 ckpt.to_numpy(resume_state["source"]["env"]).get("normalizer")
@@ -154,6 +166,9 @@ def _train(
         saved = resume_state["run_state"]
         state.global_step, state.iteration = saved["global_step"], saved["iteration"]
         state.extra = dict(saved["extra"])
+        # With a replay buffer the loaded state is as large as the buffer: drop it (for the
+        # caller too) now that it is restored, rather than hold it for the whole run.
+        resume_state.clear()
     if dist.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config_dict, sort_keys=False))
@@ -167,7 +182,7 @@ def _train(
             "config": config_dict,
             "agent": agent.state_dict(),
             "source": source.state_dict(),
-            "rng": rng_state(),
+            "rng": rng_state(device),
             "run_state": {
                 "global_step": state.global_step,
                 "iteration": state.iteration,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -105,22 +106,27 @@ def test_ring_wraparound_never_returns_old_or_crossing_windows() -> None:
     assert starts == ok
 
 
-def simulate_stacks(num_envs: int, steps: int, k: int, seed: int, life_loss: bool) -> dict:
+def simulate_stacks(
+    num_envs: int, steps: int, k: int, seed: int, life_loss: bool, channels: int = 1
+) -> dict:
     """A synthetic stacked-frame stream with an env's own stacking semantics: zero padding
-    after a reset; with ``life_loss`` some episode ends keep the stack (episodic life)."""
+    after a reset; with ``life_loss`` some episode ends keep the stack (episodic life).
+
+    Observations are ``(k, 5, 4)`` (``channels == 1``, grayscale) or ``(k * channels, 5, 4)``:
+    ``k`` frames of ``channels`` channels each (e.g. RGB), oldest first."""
     rng = np.random.default_rng(seed)
     s = make_stream(num_envs, steps, seed, obs_shape=(1,))
-    obs = np.zeros((num_envs, steps, k, 5, 4), np.uint8)
-    stack = np.zeros((num_envs, k, 5, 4), np.uint8)
+    obs = np.zeros((num_envs, steps, k, channels, 5, 4), np.uint8)
+    stack = np.zeros((num_envs, k, channels, 5, 4), np.uint8)
     for t in range(steps):
-        frame = rng.integers(1, 255, (num_envs, 5, 4), dtype=np.uint8)
+        frame = rng.integers(1, 255, (num_envs, channels, 5, 4), dtype=np.uint8)
         for e in range(num_envs):
             keep = life_loss and s["terminated"][e, max(t - 2, 0)] and e == 0
             if t > 0 and s["is_first"][e, t] and not keep:
                 stack[e] = 0
             stack[e] = np.concatenate([stack[e, 1:], frame[e][None]])
         obs[:, t] = stack
-    s["obs"] = obs
+    s["obs"] = obs.reshape(num_envs, steps, k * channels, 5, 4)
     return s
 
 
@@ -133,6 +139,73 @@ def test_frame_stack_synthetic(life_loss: bool) -> None:
         assert buf.obs.shape == (2, cap, 5, 4)
         batch = buf.sample(1024, np.random.default_rng(0), n_step=3, seq_len=2)
         check_windows(buf, s, batch, 5)
+
+
+def rebuild_all(buf: ReplayBuffer, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every step whose stack can still be rebuilt (stored, and its ``k - 1`` older frames
+    not overwritten): ``(global steps, rebuilt stacks (N, len, *obs_shape))``."""
+    oldest = max(0, buf.count - buf.capacity_per_env)
+    first = oldest + (buf.frame_stack - 1 if oldest > 0 else 0)
+    g = np.arange(first, steps)
+    env = np.arange(buf.num_envs)[:, None]
+    return g, buf._gather_obs(
+        env, np.broadcast_to(g % buf.capacity_per_env, (buf.num_envs, g.size))
+    )
+
+
+@pytest.mark.parametrize("cap", [400, 37], ids=["no_wrap", "wrapped"])
+def test_frame_stack_multichannel_rgb(cap: int) -> None:
+    """``frame_stack=3`` RGB frames, obs ``(9, 5, 4)``: one 3-channel frame is stored per
+    step, and stacks rebuilt by index equal the stacks added, zero-padded after resets and
+    across the ring's wrap-around."""
+    k, c, steps = 3, 3, 300
+    s = simulate_stacks(2, steps, k, seed=11, life_loss=True, channels=c)
+    resets = s["is_first"][:, 1:].sum()
+    assert resets >= 10  # many episode boundaries, zero-padded (and, env 0, life losses)
+    buf = ReplayBuffer(2, cap, obs_shape=(k * c, 5, 4), frame_stack=k)
+    assert buf.frame_channels == c
+    assert buf.obs.shape == (2, cap, c, 5, 4)  # one RGB frame per step, not the stack
+    fill(buf, s)
+    assert (buf.count > cap) == (cap == 37)
+    batch = buf.sample(1024, np.random.default_rng(0), n_step=3, seq_len=2)
+    assert batch.obs.shape == (1024, 5, k * c, 5, 4)
+    g0 = check_windows(buf, s, batch, 5)
+    # Sampled windows started right after resets (padded stacks) and, wrapped, held steps at
+    # ring positions 0 .. k - 2, whose older frames sit at the other end of the ring.
+    padded = ~s["obs"][:, :, : (k - 1) * c].reshape(2, steps, -1).any(-1)
+    env = batch.extras["index"].numpy()[:, 0] // cap
+    assert padded[env, g0].any()
+    if cap == 37:
+        assert ((g0[:, None] + np.arange(5)) % cap < k - 1).any()
+    # Every rebuildable step, not only sampled ones, equals the stack that was added.
+    g, rebuilt = rebuild_all(buf, steps)
+    np.testing.assert_array_equal(rebuilt, s["obs"][:, g])
+    # The channel order within a frame is kept: the newest frame is the last c channels.
+    np.testing.assert_array_equal(rebuilt[:, :, -c:], s["obs"][:, g, -c:])
+
+
+def test_from_spec_stores_frames_for_uint8_stacks_and_whole_float_obs() -> None:
+    """An Atari-like spec (uint8, ``frame_stack=4``) stores one frame per step and rebuilds
+    the stacks; a float32 (normalised) spec of the same shape stores whole observations."""
+    from reprl.types import EnvSpec
+
+    shape = (4, 5, 4)
+    atari = EnvSpec("Pong-like", shape, np.dtype(np.uint8), "discrete", 6, frame_stack=4)
+    normalised = EnvSpec("Pong-norm", shape, np.dtype(np.float32), "discrete", 6, frame_stack=4)
+    lean = ReplayBuffer.from_spec(atari, 2, 120)
+    whole = ReplayBuffer.from_spec(normalised, 2, 120)
+    assert lean.frame_stack == 4 and lean.obs.shape == (2, 120, 5, 4)
+    assert lean.obs.dtype == np.uint8 and lean.action.dtype == np.int64
+    assert whole.frame_stack == 1 and whole.obs.shape == (2, 120, 4, 5, 4)
+    assert whole.obs.dtype == np.float32
+    assert lean.obs.nbytes * 4 * 4 == whole.obs.nbytes  # a quarter of the frames, 1 byte each
+    s = simulate_stacks(2, 200, 4, seed=13, life_loss=False)
+    fill(lean, s)
+    s_float = {**s, "obs": s["obs"].astype(np.float32) / 255.0}
+    fill(whole, s_float)
+    for buf, stream in ((lean, s), (whole, s_float)):
+        batch = buf.sample(256, np.random.default_rng(1), n_step=3, seq_len=1)
+        check_windows(buf, stream, batch, 4)
 
 
 @pytest.mark.atari
@@ -239,3 +312,67 @@ def test_state_dict_round_trip() -> None:
         other.add(s["obs"][:, 0], s["action"][:, 0], s["reward"][:, 0], s["terminated"][:, 0],
                   s["truncated"][:, 0], s["valid"][:, 0])  # fmt: skip
         assert buf.nbytes == other.nbytes and buf.count == other.count
+        for name in ("obs", "is_first", "reset", "valid"):  # next-first flag, stack resets
+            np.testing.assert_array_equal(getattr(buf, name), getattr(other, name), name)
+
+
+def test_state_dict_saves_stored_steps_without_copies(tmp_path: Path) -> None:
+    """The checkpointed buffer: per-env views of the stored steps (nothing copied while
+    saving, no unfilled ring positions on disk), and it restores exactly, also from the older
+    whole-ring layout."""
+    from reprl.runs import checkpoint as ckpt
+
+    s = simulate_stacks(2, 200, 4, seed=17, life_loss=False)
+    kw: dict[str, Any] = {"obs_shape": (4, 5, 4), "frame_stack": 4}
+    buf = ReplayBuffer(2, 1000, **kw)
+    fill(buf, s)
+    state = buf.state_dict()
+    names = ("obs", "action", "reward", "terminated", "truncated", "valid", "is_first", "reset")
+    for name in names:
+        assert len(state[name]) == 2
+        for e, row in enumerate(state[name]):
+            assert row.shape[0] == 200 and np.shares_memory(row, getattr(buf, name)[e])
+    stored = sum(row.nbytes for name in names for row in state[name])
+    path = ckpt.save(tmp_path / "b.pt", {"config": {}, "agent": {}, "buffer": state})
+    # The file holds the 200 stored steps (plus the zip's headers), not the 1000-step rings.
+    assert stored < path.stat().st_size < stored + 16_000
+    assert path.stat().st_size < buf.nbytes / 3
+    loaded = ckpt.to_numpy(ckpt.load(path)["buffer"])
+    whole_rings = {**state, **{n: getattr(buf, n).copy() for n in ("obs", "reward", "valid")}}
+    for saved in (loaded, whole_rings):
+        other = ReplayBuffer(2, 1000, **kw)
+        other.load_state_dict(saved)
+        for name in ("obs", "action", "reward", "valid", "is_first", "reset"):
+            np.testing.assert_array_equal(getattr(other, name), getattr(buf, name), name)
+        a = buf.sample(64, np.random.default_rng(2), n_step=3)
+        b = other.sample(64, np.random.default_rng(2), n_step=3)
+        for (name, x), (_, y) in zip(a.tensors(), b.tensors()):
+            assert torch.equal(x, y), name
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"capacity_per_env": 120}, "capacity_per_env is 150 in the checkpoint but 120 here"),
+        ({"num_envs": 3}, "num_envs is 2 in the checkpoint but 3 here"),
+        ({"frame_stack": 1}, "frame_stack is 4 in the checkpoint but 1 here"),
+        ({"obs_shape": (4, 6, 4)}, r"obs is uint8 \(150, 5, 4\) per env in the checkpoint"),
+        ({"obs_dtype": np.float32}, "obs is uint8 .* but float32"),
+        ({"prioritized": True}, "uniform in the checkpoint but prioritized here"),
+    ],
+    ids=["capacity", "num_envs", "frame_stack", "obs_shape", "obs_dtype", "prioritized"],
+)
+def test_load_state_of_another_layout_fails_clearly(change: dict, match: str) -> None:
+    """A checkpointed buffer that does not fit raises a CheckpointError naming what differs
+    (not a NumPy broadcast error) and leaves the buffer untouched."""
+    from reprl.errors import CheckpointError
+
+    s = simulate_stacks(2, 200, 4, seed=9, life_loss=False)
+    kw: dict[str, Any] = {"num_envs": 2, "capacity_per_env": 150, "obs_shape": (4, 5, 4)}
+    buf = ReplayBuffer(**kw, frame_stack=4)
+    fill(buf, s)
+    state = to_numpy(to_storable(buf.state_dict()))
+    other = ReplayBuffer(**{"frame_stack": 4, **kw, **change})
+    with pytest.raises(CheckpointError, match=match):
+        other.load_state_dict(state)
+    assert other.count == 0 and not other.obs.any() and not other.valid.any()

@@ -46,6 +46,8 @@ import numpy as np
 import torch
 
 from reprl.data.priority import PrioritizedSampler
+from reprl.errors import CheckpointError
+from reprl.runs.checkpoint import to_numpy
 from reprl.types import Batch, EnvSpec
 
 _ARRAYS = ("obs", "action", "reward", "terminated", "truncated", "valid", "is_first", "reset")
@@ -357,8 +359,19 @@ class ReplayBuffer:
 
     # -------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """Plain data (NumPy arrays and Python numbers) for exact resume."""
-        state: dict[str, Any] = {name: getattr(self, name).copy() for name in _ARRAYS}
+        """Plain data for exact resume: the stored steps, the counters and the priorities.
+
+        Each array is a list of ``num_envs`` rows holding only the steps stored so far
+        (``size``), and every row is a *view* of the live ring, not a copy: as with
+        ``nn.Module.state_dict``, serialise the state before the next :meth:`add`. A full
+        Atari buffer is gigabytes, so saving must not hold it twice in memory; per-env rows
+        stay contiguous (``obs[e, :size]``), so a checkpoint copies nothing while writing and
+        holds no unfilled ring positions.
+        """
+        size = self.size
+        state: dict[str, Any] = {
+            name: [row[:size] for row in getattr(self, name)] for name in _ARRAYS
+        }
         state.update(
             count=self.count,
             next_first=self._next_first.copy(),
@@ -371,26 +384,58 @@ class ReplayBuffer:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` (arrays may come back as tensors from a checkpoint)."""
+        """Restore :meth:`state_dict` (arrays may come back as tensors from a checkpoint).
+
+        Everything is checked before anything is written: a state of another layout (number
+        of envs, capacity, frame stacking, observation shape or dtype, prioritized or not)
+        raises :class:`reprl.errors.CheckpointError` naming what differs, and leaves this
+        buffer unchanged.
+        """
         for key in ("num_envs", "capacity_per_env", "frame_stack"):
             if int(state[key]) != getattr(self, key):
-                raise ValueError(f"{key} mismatch: state {state[key]}, buffer {getattr(self, key)}")
+                raise CheckpointError(
+                    f"replay buffer: {key} is {int(state[key])} in the checkpoint but "
+                    f"{getattr(self, key)} here"
+                )
         if (self.sampler is None) != ("sampler" not in state):
-            raise ValueError("prioritized mismatch between state and buffer")
+            saved = "prioritized" if "sampler" in state else "uniform"
+            here = "uniform" if self.sampler is None else "prioritized"
+            raise CheckpointError(f"replay buffer: {saved} in the checkpoint but {here} here")
+        if (
+            self.sampler is not None
+            and len(state["sampler"]["tree"]["priorities"]) != self.capacity
+        ):
+            raise CheckpointError(
+                f"replay buffer: {len(state['sampler']['tree']['priorities'])} priorities in the "
+                f"checkpoint but capacity {self.capacity} here"
+            )
+        count = int(state["count"])
+        size = min(count, self.capacity_per_env)
+        rows: dict[str, list[np.ndarray]] = {}
         for name in _ARRAYS:
-            value = state[name]
-            if isinstance(value, torch.Tensor):
-                value = value.numpy()
             target = getattr(self, name)
-            if value.shape != target.shape:
-                raise ValueError(f"{name}: shape {value.shape} != {target.shape}")
-            target[...] = value
-        self.count = int(state["count"])
-        nf = state["next_first"]
-        self._next_first = np.array(nf.numpy() if isinstance(nf, torch.Tensor) else nf, bool)
+            rows[name] = [to_numpy(row) for row in state[name]]
+            if len(rows[name]) != self.num_envs:
+                raise CheckpointError(
+                    f"replay buffer: {name} has {len(rows[name])} envs in the checkpoint "
+                    f"but {self.num_envs} here"
+                )
+            for row in rows[name]:
+                # Rows hold the stored steps; older checkpoints hold whole rings.
+                if row.shape[0] not in (size, self.capacity_per_env) or (
+                    row.shape[1:] != target.shape[2:] or row.dtype != target.dtype
+                ):
+                    raise CheckpointError(
+                        f"replay buffer: {name} is {row.dtype} {tuple(row.shape)} per env in "
+                        f"the checkpoint but {target.dtype} {(size, *target.shape[2:])} here"
+                    )
+        for name, env_rows in rows.items():
+            target = getattr(self, name)
+            for e, row in enumerate(env_rows):
+                target[e, : row.shape[0]] = row
+        self.count = count
+        self._next_first = np.array(to_numpy(state["next_first"]), dtype=bool)
         if self.sampler is not None:
             s = state["sampler"]
-            tree = dict(s["tree"])
-            if isinstance(tree["priorities"], torch.Tensor):
-                tree["priorities"] = tree["priorities"].numpy()
+            tree = dict(s["tree"], priorities=to_numpy(s["tree"]["priorities"]))
             self.sampler.load_state_dict({**s, "tree": tree})

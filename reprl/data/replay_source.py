@@ -9,6 +9,7 @@ loop counts env steps; the agent samples its minibatches from :attr:`ReplaySourc
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 from reprl.data.replay import ReplayBuffer
 from reprl.data.rollout import RolloutSource
 from reprl.envs.base import VectorEnv
+from reprl.errors import CheckpointError
 from reprl.types import Batch
 
 if TYPE_CHECKING:
@@ -78,11 +80,14 @@ class ReplaySource:
         return self.rollout.pop_metrics() | {"charts/replay_size": float(len(self.buffer))}
 
     def state_dict(self) -> dict[str, Any]:
-        """The rollout's state (envs, current observations) and the sampling generator; the
-        buffer only with ``replay_in_checkpoint`` (otherwise a resumed run starts empty)."""
+        """The rollout's state (envs, current observations), the sampling generator and the
+        number of stored transitions; the buffer itself only with ``replay_in_checkpoint``
+        (otherwise a resumed run starts empty). The buffer's arrays are views of the live
+        buffer (see :meth:`ReplayBuffer.state_dict`): save them before the next :meth:`next`."""
         state: dict[str, Any] = {
             "rollout": self.rollout.state_dict(),
             "rng": self.rng.bit_generator.state,
+            "replay_size": len(self.buffer),
         }
         if self.replay_in_checkpoint:
             state["buffer"] = self.buffer.state_dict()
@@ -90,11 +95,34 @@ class ReplaySource:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (envs reset with a warning where the backend cannot
-        restore them, as :class:`reprl.data.rollout.RolloutSource`)."""
+        restore them, as :class:`reprl.data.rollout.RolloutSource`).
+
+        A saved buffer that does not fit this one raises
+        :class:`reprl.errors.CheckpointError` before anything is restored. Without a saved
+        buffer the resumed run starts with an empty one, and a warning says the resume is not
+        exact (learning waits for ``learning_starts`` new transitions).
+        """
+        if "buffer" in state:
+            try:
+                self.buffer.load_state_dict(state["buffer"])
+            except CheckpointError as exc:
+                raise CheckpointError(
+                    f"{exc}; resume with the run's agent.buffer_size, env.num_envs and "
+                    "replay options"
+                ) from None
         self.rollout.load_state_dict(state["rollout"])
         self.rng.bit_generator.state = state["rng"]
         if "buffer" in state:
-            self.buffer.load_state_dict(state["buffer"])
-        else:
-            # The buffer starts empty: its first added step must begin an episode.
-            self.rollout.next_is_first[:] = True
+            return
+        # The buffer starts empty: its first added step must begin an episode.
+        self.rollout.next_is_first[:] = True
+        lost = int(state.get("replay_size", -1))  # -1: not recorded (older checkpoints)
+        if lost != 0:
+            had = f"{lost} transitions" if lost > 0 else "its transitions"
+            warnings.warn(
+                f"the checkpoint holds no replay buffer (agent.replay_in_checkpoint=false): "
+                f"the resumed run starts with an empty replay buffer instead of {had}, so it "
+                "does not continue the interrupted run exactly (weights, optimizer, counters "
+                "and RNG are restored)",
+                stacklevel=2,
+            )

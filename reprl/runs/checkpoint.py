@@ -64,12 +64,18 @@ def save(path: str | Path, state: dict[str, Any]) -> Path:
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint file without executing code; clear errors when missing or corrupt."""
+    """Load a checkpoint file without executing code; clear errors when missing or corrupt.
+
+    Tensors are memory-mapped from the file (private, copy-on-write: writing to them never
+    changes the file), so a checkpoint holding a replay buffer of gigabytes is read only
+    where it is used (reading a run's config touches the config alone) and is not held in
+    memory a second time while it is copied into the buffer.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except Exception as exc:  # torch raises several types for damaged files
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"corrupt or unreadable checkpoint {path}: {reason}") from None
