@@ -26,14 +26,17 @@ TINY = [
 @pytest.mark.parametrize("name", [n for n in list_group("experiment") if "atari" not in n])
 def test_experiment_runs(name: str, tmp_path: Path) -> None:
     shrink = ["env.num_envs=2", "total_steps=64"]
-    agent = load_config([f"experiment={name}"]).agent["name"]
-    if agent == "dqn":  # off-policy: shrink collection, warm-up and update phases instead
+    full = load_config([f"experiment={name}"])
+    agent = full.agent["name"]
+    if agent in ("dqn", "sac", "td3", "ddpg"):  # off-policy: shrink collection and updates
         shrink += [
             "agent.train_freq=16",
             "agent.learning_starts=16",
             "agent.batch_size=8",
             "agent.gradient_steps=2",
         ]
+        if full.env.max_episode_steps is None or full.env.max_episode_steps > 100:
+            shrink += ["env.max_episode_steps=50"]  # short evaluation episodes (MuJoCo, DMC)
     else:
         shrink += ["agent.num_steps=16"]
     if agent == "ppo":

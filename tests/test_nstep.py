@@ -91,3 +91,19 @@ def test_full_window_without_ends() -> None:
     torch.testing.assert_close(disc[:, :4], torch.full((2, 4), 0.9**3))
     torch.testing.assert_close(idx[0], torch.tensor([3, 4, 5, 6, 6, 6]))
     torch.testing.assert_close(disc[0, 4:], torch.tensor([0.81, 0.9]))
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_window_targets_equal_step_zero_of_nstep(n: int) -> None:
+    """The replay path (step 0 of windows of 1 + n steps, short path for n = 1) equals the
+    general n-step targets' first column on windows whose step 0 is valid."""
+    from reprl.data.nstep import window_targets
+
+    reward, term, trunc, valid = random_rollout(400, n + 1, seed=3)
+    keep = valid[:, 0]
+    args = [torch.as_tensor(x[keep]) for x in (reward, term, trunc, valid)]
+    assert bool(term[keep, 0].any()) and bool(trunc[keep, 0].any())  # both kinds at step 0
+    got = window_targets(*args, 0.9, n)
+    want = nstep_targets(*args, 0.9, n)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w[:, 0])

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from reprl.agents.distributional import categorical_projection
 from reprl.agents.offpolicy import OffPolicyAgent, OffPolicyConfig
-from reprl.data.nstep import nstep_targets
+from reprl.data.nstep import window_targets
 from reprl.errors import ConfigError
 from reprl.optim.optimizers import Adam
 from reprl.optim.schedules import Schedule
@@ -154,17 +154,16 @@ class DQN(OffPolicyAgent):
     def compute_loss(self, mb: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """n-step (double) Q-learning or C51 loss on windows ``(B, 1 + n_step)``.
 
-        The window's step 0 is learned from; :func:`nstep_targets` gives its return, discount
+        The window's step 0 is learned from; :func:`window_targets` gives its return, discount
         and bootstrap index ``m <= n_step`` (always inside the window, which has ``1 + n_step``
         steps: after a truncation the reset step at ``m`` holds the final observation).
         """
         cfg = self.cfg
         batch_size = mb.reward.shape[0]
         rows = torch.arange(batch_size, device=mb.reward.device)
-        returns, discount, boot = nstep_targets(
+        returns, discount, boot = window_targets(
             mb.reward, mb.terminated, mb.truncated, mb.valid, cfg.gamma, cfg.n_step
         )
-        returns, discount, boot = returns[:, 0], discount[:, 0], boot[:, 0]
         if self.noisy:  # independent fresh noise for the online and the target network
             self.model.policy.set_noise(enabled=True)
             self.model.policy.reset_noise()

@@ -5,7 +5,7 @@ An off-policy agent on the one loop: :class:`reprl.data.replay_source.ReplaySour
 ``train_freq`` steps per env into the replay buffer (:meth:`OffPolicyAgent.make_source`), and
 :meth:`OffPolicyAgent.minibatches` then yields ``gradient_steps`` windows of ``1 + n_step``
 steps sampled from it, once ``learning_starts`` transitions are stored. The agent's
-``compute_loss`` learns from step 0 of each window with :func:`reprl.data.nstep.nstep_targets`.
+``compute_loss`` learns from step 0 of each window with :func:`reprl.data.nstep.window_targets`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from reprl.agents.base import Agent
-from reprl.data.nstep import nstep_targets
+from reprl.data.nstep import window_targets
 from reprl.data.replay import ReplayBuffer
 from reprl.errors import ConfigError, choices_hint
 from reprl.optim.optimizers import Adam, OptimizerSet
@@ -287,10 +287,9 @@ class ContinuousAgent(OffPolicyAgent):
         bootstrap step (B, D))``; the last is computed without gradient.
         """
         cfg = self.cfg
-        returns, discount, boot = nstep_targets(
+        returns, discount, boot = window_targets(
             mb.reward, mb.terminated, mb.truncated, mb.valid, cfg.gamma, cfg.n_step
         )
-        returns, discount, boot = returns[:, 0], discount[:, 0], boot[:, 0]
         rows = torch.arange(mb.reward.shape[0], device=mb.reward.device)
         obs0 = self.augment(mb.obs[:, :1])
         obs_boot = self.augment(mb.obs[rows, boot].unsqueeze(1))

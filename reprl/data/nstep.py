@@ -78,3 +78,27 @@ def nstep_targets(
     discount = torch.where(hit_terminal | ~valid, torch.zeros_like(discount), discount)
     bootstrap_index = time + steps  # steps == 0 on invalid steps, so this is t there
     return returns, discount, bootstrap_index
+
+
+def window_targets(
+    reward: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    valid: torch.Tensor,
+    gamma: float,
+    n: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`nstep_targets` of step 0 only, for replay windows ``(B, 1 + n)`` whose step 0
+    is valid (the replay buffer samples only such windows): ``(returns, discount,
+    bootstrap_index)``, each ``(B,)``.
+
+    One-step windows take a short path (no loop, no padding): ``r_0``, ``gamma`` or 0 after a
+    termination, and index 1 (the next step, or the reset step holding the final observation
+    after a truncation).
+    """
+    if n == 1 and reward.dim() == 2 and reward.shape[1] >= 2:
+        discount = (~terminated[:, 0]).to(reward.dtype) * gamma
+        index = torch.ones(reward.shape[0], dtype=torch.long, device=reward.device)
+        return reward[:, 0], discount, index
+    returns, discount, index = nstep_targets(reward, terminated, truncated, valid, gamma, n)
+    return returns[:, 0], discount[:, 0], index[:, 0]
