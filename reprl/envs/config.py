@@ -34,6 +34,30 @@ class AtariConfig:
 
 
 @dataclass
+class DMCConfig:
+    """DeepMind Control Suite options (Tassa et al. 2018), applied when the env id is
+    ``dmc/<domain>-<task>``. Pixel defaults follow DrQ (Kostrikov et al. 2020) and DrQ-v2
+    (Yarats et al. 2021): 84x84 RGB frames, the last 3 stacked."""
+
+    from_pixels: bool = False
+    """Observe uint8 RGB camera frames ``(3 * frame_stack, height, width)`` instead of the
+    task's state observations flattened to one float32 vector."""
+    height: int = 84
+    """Height in pixels of rendered observations (from_pixels only)."""
+    width: int = 84
+    """Width in pixels of rendered observations (from_pixels only)."""
+    camera_id: int | None = None
+    """Camera of pixel observations; None picks DrQ's choice: 2 for quadruped, else 0."""
+    action_repeat: int = 1
+    """Each agent step repeats its action this many control steps, summing the rewards and
+    stopping early when the episode ends (PlaNet and DrQ: 8 for cartpole, 4 for cheetah,
+    reacher and ball_in_cup, 2 for finger and walker; DrQ-v2: 2 everywhere)."""
+    frame_stack: int = 3
+    """Number of most recent frames stacked along the channel axis, zero-padded after reset
+    (from_pixels only)."""
+
+
+@dataclass
 class EnvConfig:
     """An environment id, its vector backend and its wrappers."""
 
@@ -63,5 +87,8 @@ class EnvConfig:
     """Normalised rewards are clipped to [-clip_reward, clip_reward]."""
     atari: AtariConfig = field(default_factory=AtariConfig)
     """Atari preprocessing options (ALE games only)."""
+    dmc: DMCConfig = field(default_factory=DMCConfig)
+    """DeepMind Control Suite options (``dmc/<domain>-<task>`` ids only)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
-    """Extra keyword arguments passed to gymnasium.make (e.g. continuous: true)."""
+    """Extra keyword arguments of the env constructor: gymnasium.make's (e.g. continuous:
+    true; MuJoCo's ctrl_cost_weight) or, for dmc/ ids, the suite task function's."""
