@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from reprl import dist
 from reprl.agents.base import Agent
 from reprl.data.nstep import window_targets
 from reprl.data.replay import ReplayBuffer
@@ -84,7 +85,7 @@ class OffPolicyAgent(Agent):
     def __init__(self, cfg: Any, spec: Any, model: Any, device: torch.device) -> None:
         super().__init__(cfg, spec, model, device)
         self.buffer: ReplayBuffer | None = None  # the source's, for priority updates
-        self.env_steps_seen = 0  # this process's env steps, counted by minibatches()
+        self.env_steps_seen = 0  # env steps of all processes, counted by minibatches()
         self.gradient_steps_done = 0
         self.beta = 1.0
 
@@ -119,7 +120,9 @@ class OffPolicyAgent(Agent):
         ``learning_starts`` transitions are stored (nothing before)."""
         cfg = self.cfg
         n, t = batch.shape
-        self.env_steps_seen += n * t
+        # Global env steps (every rank collects the same number), so env-step target updates,
+        # warm-up and learning_starts mean the same under torchrun as in one process.
+        self.env_steps_seen += n * t * dist.world_size()
         self.on_collected(n * t)
         buffer = self.buffer = source.buffer
         if len(buffer) < max(cfg.learning_starts, cfg.batch_size):
