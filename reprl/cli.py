@@ -1,4 +1,4 @@
-"""The ``reprl`` command: train, eval, list, config.
+"""The ``reprl`` command: train, eval, list, config, suite.
 
 User mistakes (ReprlError) print one line to stderr and exit 2; a run stopped by a
 non-finite loss exits 1. Nothing a user can cause prints a traceback.
@@ -14,6 +14,15 @@ from typing import Any
 from reprl.errors import ReprlError
 
 LISTABLE = ("experiments", "envs", "agents", "backbones", "necks", "policies")
+SUITE_DESCRIPTION = (
+    "Train every task x seed of a benchmark in parallel processes (resumable), then write "
+    "results.csv, table.md/csv (human-normalised scores, mean/median/IQM with 95% stratified "
+    "bootstrap CIs, rliable) and hns.png. Suites: atari100k."
+)
+SUITE_OVERRIDES = (
+    "seeds=N (seeds 1..N, default 3) and the overrides of train (experiment=..., agent=..., "
+    "key=value), options in any order"
+)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -99,6 +108,54 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_suite(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from reprl.suite.aggregate import DEFAULT_REPS
+    from reprl.suite.suite import SuiteRequest, run_suite
+
+    # Options may also follow the overrides (``reprl suite atari100k seeds=3 --out x agent=der``):
+    # argparse cannot intermix a variable-length positional with options inside a subcommand,
+    # so what follows the suite name is parsed again by a parser without subcommands.
+    _suite_parser().parse_intermixed_args(args.rest, namespace=args)
+    request = SuiteRequest(
+        name=args.name,
+        overrides=args.overrides,
+        out=Path(args.out) if args.out else None,
+        workers=args.workers,
+        tasks=[g.strip() for g in args.games.split(",") if g.strip()] if args.games else None,
+        episodes=args.episodes,
+        reps=DEFAULT_REPS if args.reps is None else args.reps,
+    )
+    return run_suite(request)
+
+
+def _add_suite_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", metavar="DIR", help="output folder (default runs/<suite>-<experiment>)")
+    p.add_argument("--workers", type=int, help="runs at a time (default: cores available)")
+    p.add_argument("--games", metavar="G1,G2", help="comma-separated subset of the games")
+    p.add_argument(
+        "--episodes",
+        type=int,
+        metavar="K",
+        help="score each final checkpoint over K dedicated evaluation episodes "
+        "(default: the run's final evaluation, eval.episodes episodes)",
+    )
+    p.add_argument(
+        "--reps",
+        type=int,
+        help="bootstrap replications per confidence interval (default 50000, rliable's)",
+    )
+
+
+def _suite_parser() -> argparse.ArgumentParser:
+    """Parses what follows ``reprl suite NAME``: overrides and options in any order."""
+    p = argparse.ArgumentParser(prog="reprl suite NAME", description=SUITE_DESCRIPTION)
+    p.add_argument("overrides", nargs="*", help=SUITE_OVERRIDES)
+    _add_suite_options(p)
+    return p
+
+
 def _console() -> Any:
     from rich.console import Console
 
@@ -138,6 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="print the resolved config with each field's documentation")
     p.add_argument("overrides", nargs="*", help="same overrides as train")
     p.set_defaults(fn=_cmd_config)
+
+    p = sub.add_parser(
+        "suite",
+        help="a benchmark protocol: reprl suite atari100k agent=der seeds=3 [k=v] [--out DIR]",
+        description=SUITE_DESCRIPTION,
+    )
+    p.add_argument("name", help="the protocol (atari100k)")
+    p.add_argument("rest", nargs=argparse.REMAINDER, metavar="overrides", help=SUITE_OVERRIDES)
+    _add_suite_options(p)
+    p.set_defaults(fn=_cmd_suite)
     return parser
 
 

@@ -21,7 +21,10 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     "argv,needle",
     [
         (["train", "experiment=nope"], "experiment=nope: unknown option; valid: a2c_cartpole"),
-        (["train", "agent=foo"], "agent=foo: unknown option; valid: a2c, der, dqn, ppo, rainbow"),
+        (
+            ["train", "agent=foo"],
+            "agent=foo: unknown option; valid: a2c, ddpg, der, dqn, ppo, rainbow, sac, td3",
+        ),
         (
             ["train", "experiment=ppo_cartpole", "agent.lrr=1"],
             "agent.lrr: unknown key; did you mean 'lr'",
@@ -30,7 +33,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
         (["train", "env.id=CartPol-v1"], "unknown env id 'CartPol-v1'; did you mean 'CartPole-v1'"),
         (
             ["train", "model/backbone=resnet"],
-            "model/backbone=resnet: unknown option; valid: impala_cnn",
+            "model/backbone=resnet: unknown option; valid: conv, impala_cnn",
         ),
         (["train", "model.backbone.name=resnet"], "model.backbone.name: unknown backbone 'resnet'"),
         (["train", "sed=3"], "sed: unknown key; did you mean 'seed'"),
