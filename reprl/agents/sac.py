@@ -13,7 +13,8 @@ One gradient step on a replay window (step 0 learned from, bootstrap step ``m``)
 
 All three losses are summed and take one backward and one step of three Adams
 (:class:`reprl.agents.offpolicy.ContinuousAgent` explains why that equals separate updates).
-The target networks follow the online ones by Polyak averaging every gradient step.
+The target networks follow the online ones by Polyak averaging every
+``target_update_period`` gradient steps.
 Observations can come from pixels through a CNN backbone trained by the critic loss only
 (SAC-AE / DrQ convention; ``augment: random_shift`` gives DrQ, Kostrikov et al. 2020).
 """
@@ -46,12 +47,17 @@ class SACConfig(ContinuousConfig):
     """Entropy target of autotuning (None: ``-dim(A)``, the paper's heuristic)."""
     alpha_lr: Schedule | None = None
     """Learning rate of log alpha (None: the actor's)."""
+    target_update_period: int = 1
+    """Polyak-average the targets every this many gradient steps (SB3's
+    ``target_update_interval``; pytorch_sac and DrQ: 2)."""
 
     def validate(self, path: str) -> None:
         """Reject a non-positive alpha on top of the shared checks."""
         super().validate(path)
         if self.alpha <= 0:
             raise ConfigError(f"{path}.alpha: must be > 0, got {self.alpha}")
+        if self.target_update_period < 1:
+            raise ConfigError(f"{path}.target_update_period: must be >= 1")
 
 
 @AGENTS.register("sac", SACConfig)
@@ -123,8 +129,9 @@ class SAC(ContinuousAgent):
         return losses, info
 
     def after_update(self, mb: Batch, info: dict[str, torch.Tensor]) -> None:
-        """Count the step; Polyak-average the targets every gradient step."""
+        """Count the step; Polyak-average the targets every ``target_update_period`` steps."""
         if self.actor_step():
             self.actor_updates += 1
         self.gradient_steps_done += 1
-        self.target.update(self.gradient_steps_done)
+        if self.gradient_steps_done % self.cfg.target_update_period == 0:
+            self.target.update(self.gradient_steps_done)

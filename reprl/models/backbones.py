@@ -174,6 +174,92 @@ class NatureCNN(_ConvBackbone):
 
 
 # ---------------------------------------------------------------------------------------------
+# Configurable conv stack (DrQ / SAC-AE encoder, Data-Efficient Rainbow encoder, ...)
+# ---------------------------------------------------------------------------------------------
+HEADS = ("relu", "layernorm_tanh", "none")
+
+
+@dataclass
+class ConvConfig:
+    """A plain conv stack (each conv followed by ReLU), flattened, then an optional linear
+    head. Defaults: the pixel encoder of SAC-AE (Yarats et al. 2019) and DrQ (Kostrikov et
+    al. 2020): four 3x3 convs of 32 channels, strides 2, 1, 1, 1, then linear to 50,
+    LayerNorm and tanh. Data-Efficient Rainbow (van Hasselt et al. 2019): channels [32, 64],
+    kernels [5, 5], strides [5, 5], features_dim null."""
+
+    channels: list[int] = field(default_factory=lambda: [32, 32, 32, 32])
+    """Output channels of each conv."""
+    kernels: list[int] = field(default_factory=lambda: [3, 3, 3, 3])
+    """Kernel size of each conv."""
+    strides: list[int] = field(default_factory=lambda: [2, 1, 1, 1])
+    """Stride of each conv."""
+    features_dim: int | None = 50
+    """Size of the linear head (the feature dim D); null: the flattened conv output."""
+    head: str = "layernorm_tanh"
+    """After the linear head: relu, layernorm_tanh (SAC-AE/DrQ) or none."""
+    channels_last: bool = False
+    """Run the convolutions in ``torch.channels_last`` memory format."""
+
+    def validate(self, path: str) -> None:
+        """Lists of one length, positive sizes, a known head."""
+        n = len(self.channels)
+        if n == 0 or len(self.kernels) != n or len(self.strides) != n:
+            raise ConfigError(
+                f"{path}: channels, kernels and strides need one (equal, non-zero) length, got "
+                f"{len(self.channels)}, {len(self.kernels)}, {len(self.strides)}"
+            )
+        if min(self.channels + self.kernels + self.strides) <= 0:
+            raise ConfigError(f"{path}: channels, kernels and strides must be positive")
+        if self.features_dim is not None and self.features_dim <= 0:
+            raise ConfigError(f"{path}.features_dim: must be positive or null")
+        if self.head not in HEADS:
+            raise ConfigError(f"{path}.head: unknown '{self.head}'; valid: {', '.join(HEADS)}")
+
+
+class _LayerNormTanh(nn.Module):
+    """LayerNorm then tanh (SAC-AE's bounded encoder output)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.norm(x))
+
+
+@BACKBONES.register("conv", ConvConfig)
+class ConvNet(_ConvBackbone):
+    """``channels``/``kernels``/``strides`` convs with ReLU, flatten, optional linear head."""
+
+    def __init__(self, cfg: ConvConfig, spec: EnvSpec) -> None:
+        super().__init__(spec, cfg.channels_last)
+        layers: list[nn.Module] = []
+        in_ch = self.obs_shape[0]
+        for out_ch, kernel, stride in zip(cfg.channels, cfg.kernels, cfg.strides, strict=True):
+            layers += [nn.Conv2d(in_ch, out_ch, kernel, stride=stride), nn.ReLU()]
+            in_ch = out_ch
+        self.convs = nn.Sequential(*layers)
+        try:
+            flat = self._conv_out_dim()
+        except RuntimeError as exc:  # kernels larger than the remaining image
+            raise ConfigError(
+                f"model.backbone: the conv stack does not fit {self.obs_shape} images ({exc})"
+            ) from None
+        if cfg.features_dim is None:
+            self.head = nn.Identity()
+            self.out_dim = flat
+        else:
+            post: nn.Module = {
+                "relu": nn.ReLU(),
+                "layernorm_tanh": _LayerNormTanh(cfg.features_dim),
+                "none": nn.Identity(),
+            }[cfg.head]
+            self.head = nn.Sequential(nn.Linear(flat, cfg.features_dim), post)
+            self.out_dim = cfg.features_dim
+        self._finish()
+
+
+# ---------------------------------------------------------------------------------------------
 # IMPALA CNN (Espeholt et al. 2018)
 # ---------------------------------------------------------------------------------------------
 @dataclass
