@@ -1,10 +1,22 @@
-"""Environments: families (classic control, Box2D, Taxi, Atari, MuJoCo, DeepMind Control),
-vector backends (sync, async, ale, envpool), normalisation and the factory. Importing this
-package registers every family in ``ENVS`` and every backend in ``VECTOR_BACKENDS``."""
+"""Environments: families (classic control, Box2D, Taxi, Atari, MuJoCo, DeepMind Control,
+Super Mario Bros, DeepSea and Chain), vector backends (sync, async, ale, envpool), normalisation
+and the factory. Importing this package registers every family in ``ENVS`` and every backend in
+``VECTOR_BACKENDS``."""
 
 from __future__ import annotations
 
-from reprl.envs import ale_vector, atari, classic, dmc, envpool_vector, mujoco, subproc, sync  # noqa: F401
+from reprl.envs import (  # noqa: F401
+    ale_vector,
+    atari,
+    classic,
+    dmc,
+    envpool_vector,
+    exploration,
+    mario,
+    mujoco,
+    subproc,
+    sync,
+)
 from reprl.envs.base import StepResult, VectorEnv
 from reprl.envs.config import AtariConfig, EnvConfig
 from reprl.envs.factory import make_env_spec, make_vector_env
