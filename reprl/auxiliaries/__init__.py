@@ -1,0 +1,1 @@
+"""Auxiliary components any agent can switch on: RND (exploration bonus), SSL losses."""
