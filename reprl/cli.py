@@ -13,7 +13,7 @@ from typing import Any
 
 from reprl.errors import ReprlError
 
-LISTABLE = ("experiments", "envs", "agents", "backbones", "necks", "policies")
+LISTABLE = ("experiments", "envs", "agents", "backbones", "necks", "policies", "auxiliaries")
 SUITE_DESCRIPTION = (
     "Train every task x seed of a benchmark in parallel processes (resumable), then write "
     "results.csv, table.md/csv (human-normalised scores, mean/median/IQM with 95% stratified "
@@ -83,6 +83,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         "backbones": registry.BACKBONES.names(),
         "necks": registry.NECKS.names(),
         "policies": registry.POLICIES.names(),
+        "auxiliaries": registry.AUXILIARIES.names(),
     }
     for name, items in tables.items():
         if what in ("all", name):

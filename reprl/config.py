@@ -95,6 +95,9 @@ class TrainConfig:
     """The agent model (config groups model/backbone, model/neck, model/policy)."""
     agent: dict[str, Any] = field(default_factory=lambda: {"name": "ppo"})
     """The RL algorithm with its registry name (config group agent, ``reprl list agents``)."""
+    aux: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Auxiliary components by name with their options (``reprl list auxiliaries``), e.g.
+    ``aux.rnd.coef=1`` switches RND on; none by default."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Periodic evaluation."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -112,6 +115,8 @@ def validate(cfg: TrainConfig) -> None:
     component_config(BACKBONES, cfg.model.backbone, "model.backbone")
     component_config(NECKS, cfg.model.neck, "model.neck")
     component_config(POLICIES, cfg.model.policy, "model.policy")
+    for name, options in cfg.aux.items():
+        aux_config(name, options)
     check_env_config(cfg.env)  # unknown id/backend, backend that cannot run this id, ...
     if cfg.total_steps <= 0:
         raise ConfigError(f"total_steps: must be positive, got {cfg.total_steps}")
@@ -131,6 +136,19 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"logger.wandb_mode: unknown '{mode}'; valid: disabled, offline, online")
     if cfg.resume and cfg.init_from:
         raise ConfigError("resume and init_from are exclusive: resume continues a run")
+
+
+def aux_config(name: str, options: Any) -> tuple[Any, Any]:
+    """Resolve auxiliary ``name`` with its ``options`` -> (registry entry, typed config)."""
+    from reprl.registry import AUXILIARIES
+
+    if not isinstance(options, dict):
+        raise ConfigError(f"aux.{name}: expected a mapping of options, got {options!r}")
+    try:
+        entry = AUXILIARIES.get(name)
+    except ConfigError as exc:
+        raise ConfigError(f"aux.{name}: {exc}") from None
+    return entry, from_dict(entry.config_cls, options, f"aux.{name}")
 
 
 # ----------------------------------------------------------------------------- composition
@@ -297,6 +315,7 @@ def to_dict(cfg: Any) -> Any:
 def _import_components() -> None:
     """Import the modules whose decorators fill the registries."""
     import reprl.agents  # noqa: F401
+    import reprl.auxiliaries  # noqa: F401
     import reprl.envs  # noqa: F401
     import reprl.models  # noqa: F401
 

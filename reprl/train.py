@@ -44,10 +44,19 @@ class TrainResult:
 
 
 def make_agent(cfg: TrainConfig, spec: Any, device: torch.device) -> Agent:
-    """Model from the model config, agent from the agent registry."""
+    """Model from the model config, agent from the agent registry, auxiliaries attached."""
+    from reprl.config import aux_config
+
     entry, agent_cfg = component_config(AGENTS, cfg.agent, "agent")
     model = build_model(cfg.model, spec).to(device)
-    return entry.obj(agent_cfg, spec, model, device)
+    agent = entry.obj(agent_cfg, spec, model, device)
+    if cfg.aux:
+        auxiliaries = {}
+        for name, options in cfg.aux.items():
+            aux_entry, aux_cfg = aux_config(name, options)
+            auxiliaries[name] = aux_entry.obj(aux_cfg, spec).to(device)
+        agent.attach_auxiliaries(auxiliaries)
+    return agent
 
 
 def rng_state(device: torch.device | None = None) -> dict[str, Any]:

@@ -15,8 +15,10 @@ import torch
 from torch import nn
 
 from reprl import dist
+from reprl.errors import ConfigError
 from reprl.models import AgentModel
 from reprl.optim.optimizers import Adam
+from reprl.runs.checkpoint import to_numpy as ckpt_numpy
 from reprl.types import Batch, EnvSpec
 
 
@@ -29,6 +31,9 @@ class Agent:
     def __init__(self, cfg: Any, spec: EnvSpec, model: AgentModel, device: torch.device) -> None:
         self.cfg, self.spec, self.model, self.device = cfg, spec, model, device
         self.optimizer = self.make_optimizer()
+        self.auxiliaries: dict[str, Any] = {}
+        """Auxiliary components (``reprl.auxiliaries``) by name; see :meth:`attach_auxiliaries`."""
+        self.aux_optimizer: Adam | None = None
         self.stop_updates = False  # set by after_update to end this iteration's updates
         autocast = getattr(cfg, "autocast", "none")
         self._autocast = autocast == "bf16"
@@ -38,6 +43,40 @@ class Agent:
         """Adam over the model's trainable parameters (torch's fused kernel)."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         return Adam(params, lr=self.cfg.lr(0.0), eps=self.cfg.adam_eps)
+
+    def attach_auxiliaries(self, auxiliaries: dict[str, Any]) -> None:
+        """Add auxiliary components: their losses join this agent's summed loss (one
+        backward) and their parameters get an Adam of the agent's learning rate and eps."""
+        unsupported = [n for n, a in auxiliaries.items() if a.intrinsic() is not None]
+        if unsupported and not self.supports_intrinsic:
+            raise ConfigError(
+                f"aux.{unsupported[0]}: gives an intrinsic reward, which agent "
+                f"{type(self).__name__.lower()} does not learn from (use ppo)"
+            )
+        value_out = getattr(self.model.policy, "value_out", None)
+        if unsupported and (value_out is None or value_out.out_features < 2):
+            raise ConfigError(
+                f"aux.{unsupported[0]}: an intrinsic reward needs a second value head: set "
+                "model.policy.num_values=2"
+            )
+        self.auxiliaries = dict(auxiliaries)
+        params = [p for a in auxiliaries.values() for p in a.parameters() if p.requires_grad]
+        if params:
+            eps = getattr(self.cfg, "adam_eps", 1e-8)
+            self.aux_optimizer = Adam(params, lr=self.cfg.lr(0.0), eps=eps)
+
+    supports_intrinsic: bool = False
+    """Whether the agent learns from auxiliaries' intrinsic rewards (a second value head)."""
+
+    def aux_losses(self, mb: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Every auxiliary's weighted losses and statistics on a minibatch."""
+        losses: dict[str, torch.Tensor] = {}
+        info: dict[str, torch.Tensor] = {}
+        for aux in self.auxiliaries.values():
+            aux_loss, aux_info = aux.compute_loss(mb, self)
+            losses |= aux_loss
+            info |= aux_info
+        return losses, info
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """bfloat16 autocast when ``autocast: bf16`` (CPUs with AVX-512 BF16, and GPUs)."""
@@ -78,6 +117,8 @@ class Agent:
         self.stop_updates = False
         for group in self.optimizer.param_groups:
             group["lr"] = self.cfg.lr(progress)
+        if self.aux_optimizer is not None:
+            self.aux_optimizer.param_groups[0]["lr"] = self.cfg.lr(progress)
 
     def prepare(self, batch: Batch) -> Batch:
         """No-grad preparation of targets (returns, advantages, ...)."""
@@ -95,8 +136,12 @@ class Agent:
         """Sum the losses, one backward, average gradients across ranks, clip, step."""
         total = torch.stack(list(losses.values())).sum()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.aux_optimizer is not None:
+            self.aux_optimizer.zero_grad(set_to_none=True)
         total.backward()
         params = self.optimizer.params
+        if self.aux_optimizer is not None:
+            params = params + self.aux_optimizer.params
         if dist.is_distributed():
             dist.all_reduce_grads(params)
         info: dict[str, torch.Tensor] = {}
@@ -104,6 +149,10 @@ class Agent:
         if max_norm:
             info["stats/grad_norm"] = nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
         self.optimizer.step()
+        if self.aux_optimizer is not None:
+            self.aux_optimizer.step()
+        for aux in self.auxiliaries.values():
+            aux.after_update()
         return info
 
     def after_update(self, mb: Batch, info: dict[str, torch.Tensor]) -> None:
@@ -111,14 +160,30 @@ class Agent:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """Model and optimizer state (schedules are data: they need only the step)."""
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        """Model and optimizer state (schedules are data: they need only the step), and the
+        auxiliaries' weights, optimizer and statistics when any are attached."""
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        if self.auxiliaries:
+            state["aux"] = {
+                name: {"weights": aux.state_dict(), "extra": aux.extra_state()}
+                for name, aux in self.auxiliaries.items()
+            }
+            if self.aux_optimizer is not None:
+                state["aux_optimizer"] = self.aux_optimizer.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any], optimizer: bool = True) -> None:
         """Restore :meth:`state_dict`; ``optimizer=False`` loads the weights only."""
         self.model.load_state_dict(state["model"])
         if optimizer and "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
+        saved_aux = state.get("aux", {}) if optimizer else {}
+        for name, aux in self.auxiliaries.items():
+            if name in saved_aux:
+                aux.load_state_dict(saved_aux[name]["weights"])
+                aux.load_extra_state(ckpt_numpy(saved_aux[name]["extra"]))
+        if self.aux_optimizer is not None and "aux_optimizer" in state and saved_aux:
+            self.aux_optimizer.load_state_dict(state["aux_optimizer"])
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -14,8 +14,12 @@ BOOTSTRAP_KEYS = ("next_obs", "next_is_first")
 
 
 def behaviour_extras(out: Any, action: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-step log-probability of the taken action and value estimate, float32 ``(N, 1)``."""
-    return {"log_prob": out.dist.log_prob(action).float(), "value": out.value[..., 0].float()}
+    """Per-step log-probability of the taken action and value estimate, float32 ``(N, 1)``
+    (and ``value_int``, the second value head's, when the policy has one: RND)."""
+    extras = {"log_prob": out.dist.log_prob(action).float(), "value": out.value[..., 0].float()}
+    if out.value.shape[-1] > 1:
+        extras["value_int"] = out.value[..., 1].float()
+    return extras
 
 
 @torch.no_grad()
@@ -35,4 +39,28 @@ def gae_prepare(agent: Any, batch: Batch, gamma: float, gae_lambda: float) -> Ba
         gae_lambda,
     )
     extras = {k: v for k, v in batch.extras.items() if k not in BOOTSTRAP_KEYS}
-    return batch.replace(extras=extras | {"advantage": adv, "returns": ret})
+    extras |= {"advantage": adv, "returns": ret}
+    intrinsic = [(a, a.intrinsic()) for a in agent.auxiliaries.values() if a.intrinsic()]
+    if intrinsic:
+        # A second reward stream (RND, Burda et al. 2018, section 2.3): its own value head,
+        # discount and non-episodic returns (no episode end cuts them: the trace bootstraps
+        # from V_int of the final observation and stops at the reset step), then the mixed
+        # advantage ext_coef * A_ext + int_coef * A_int.
+        (aux, spec), no_end = intrinsic[0], torch.zeros_like(batch.terminated)
+        reward_int = aux.intrinsic_reward(batch)
+        adv_int, ret_int = compute_gae(
+            reward_int,
+            batch.extras["value_int"],
+            no_end,
+            no_end,
+            batch.valid,
+            out.value[:, 0, 1].float(),
+            spec.gamma,
+            gae_lambda,
+        )
+        extras |= {
+            "advantage": spec.ext_coef * adv + spec.int_coef * adv_int,
+            "returns_int": ret_int,
+            "reward_int": reward_int,
+        }
+    return batch.replace(extras=extras)

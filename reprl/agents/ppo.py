@@ -97,6 +97,7 @@ class PPO(Agent):
     """PPO on the shared loop: rollouts -> GAE -> epochs of shuffled minibatches."""
 
     requires = ("log_prob", "value", "advantage", "returns")
+    supports_intrinsic = True
 
     def act_extras(self, out: Any, action: torch.Tensor) -> dict[str, torch.Tensor]:
         """Store the behaviour policy's log-probability and value estimate."""
@@ -134,6 +135,11 @@ class PPO(Agent):
             adv = (adv - mean) / (std + 1e-8)
         pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - self.clip, 1 + self.clip))
         v_loss = value_loss(value, mb.extras["returns"], mb.extras["value"], cfg, self.clip)
+        if "returns_int" in mb.extras:  # the intrinsic value head (RND), summed as CleanRL
+            v_int = out.value[..., 1].float()
+            v_loss = v_loss + value_loss(
+                v_int, mb.extras["returns_int"], mb.extras["value_int"], cfg, self.clip
+            )
         ent = (entropy * w).sum()
         losses = {
             "loss_rl_policy": (pg * w).sum(),
@@ -146,6 +152,12 @@ class PPO(Agent):
                 "stats/clipfrac": (((ratio - 1).abs() > self.clip) * w).sum(),
                 "stats/entropy": ent.detach(),
             }
+        if self.auxiliaries:
+            aux_losses, aux_info = self.aux_losses(mb)
+            losses |= aux_losses
+            info |= aux_info
+            if "reward_int" in mb.extras:
+                info["stats/reward_int"] = (mb.extras["reward_int"] * w).sum()
         return losses, info
 
     def after_update(self, mb: Batch, info: dict[str, torch.Tensor]) -> None:

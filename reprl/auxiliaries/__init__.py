@@ -1,1 +1,5 @@
-"""Auxiliary components any agent can switch on: RND (exploration bonus), SSL losses."""
+"""Auxiliary components any agent can switch on: RND (exploration bonus), SSL losses.
+
+Importing this package registers them in ``reprl.registry.AUXILIARIES``."""
+
+from reprl.auxiliaries import rnd  # noqa: F401

@@ -33,9 +33,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from reprl.auxiliaries.base import Auxiliary, IntrinsicSpec, next_observations
 from reprl.envs.normalize import RunningMeanStd
 from reprl.errors import ConfigError
-from reprl.types import EnvSpec
+from reprl.registry import AUXILIARIES
+from reprl.types import Batch, EnvSpec
 
 
 @dataclass
@@ -241,3 +243,58 @@ class RND(nn.Module):
         returns = state["filter"]
         self.forward_filter.returns = None if returns is None else np.asarray(returns, np.float64)
         self.seen = int(state["seen"])
+
+
+@dataclass
+class RNDAuxConfig(RNDConfig):
+    """RND switched on for an agent (``aux.rnd.coef=1``): the module's options plus how the
+    agent uses the intrinsic reward (defaults: Burda et al. 2018, CleanRL)."""
+
+    ext_coef: float = 2.0
+    """Weight of the extrinsic advantage."""
+    int_coef: float = 1.0
+    """Weight of the intrinsic advantage."""
+
+
+@AUXILIARIES.register("rnd", RNDAuxConfig)
+class RNDAuxiliary(Auxiliary):
+    """RND as an auxiliary of any on-policy agent: intrinsic rewards for the observations
+    each step reaches, and the predictor's loss ``coef * L_RND`` (group ``rnd``).
+
+    The agent (PPO) learns a second value head on the intrinsic rewards, with discount
+    ``gamma_int`` and non-episodic returns, and mixes the advantages as
+    ``ext_coef * A_ext + int_coef * A_int`` (Burda et al. 2018, section 2.3).
+    """
+
+    def __init__(self, cfg: RNDAuxConfig, spec: EnvSpec) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.rnd = RND(cfg, spec)
+
+    def intrinsic(self) -> IntrinsicSpec:
+        """Discount and advantage coefficients of the intrinsic reward stream."""
+        return IntrinsicSpec(self.cfg.gamma_int, self.cfg.ext_coef, self.cfg.int_coef)
+
+    @torch.no_grad()
+    def intrinsic_reward(self, batch: Batch) -> torch.Tensor:
+        """Intrinsic reward ``(N, T)`` of each step's next observation (the reset step holds
+        the final observation after an episode end); statistics updated first."""
+        nxt = next_observations(batch)
+        self.rnd.observe(nxt, batch.valid)
+        return self.rnd.intrinsic_reward(nxt, batch.valid)
+
+    def compute_loss(
+        self, mb: Batch, agent: Any
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """``coef *`` the predictor loss on a random fraction of the minibatch's valid
+        observations (the observations acted in: every reached observation is one)."""
+        loss = self.rnd.loss(mb.obs, mb.valid)
+        return {"loss_rnd_predictor": self.cfg.coef * loss}, {"stats/rnd_loss": loss.detach()}
+
+    def extra_state(self) -> dict[str, Any]:
+        """The normalisers."""
+        return self.rnd.extra_state()
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`extra_state`."""
+        self.rnd.load_extra_state(state)

@@ -1,0 +1,70 @@
+"""The auxiliary interface: components that add losses (and maybe an intrinsic reward) to any
+agent, switched on in YAML (``aux.<name>.<option>=...``) and composed, never subclassed.
+
+An auxiliary is an ``nn.Module`` built as ``cls(cfg, spec)``; its parameters are trained by
+the agent's update together with the agent's (one summed loss, one backward). Hooks:
+
+- :meth:`Auxiliary.intrinsic_reward` (during ``prepare``, no grad): an ``(N, T)`` reward
+  stream for the agent to learn a second value head on, described by :meth:`intrinsic`;
+- :meth:`Auxiliary.compute_loss` (per minibatch): ``{"loss_<group>_<name>": coef * loss}``;
+- :meth:`Auxiliary.after_update`: EMA targets and the like;
+- :meth:`extra_state` / :meth:`load_extra_state`: non-tensor state (normalisers) for
+  checkpoints, next to the module's ``state_dict``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from reprl.types import Batch
+
+
+@dataclass(frozen=True)
+class IntrinsicSpec:
+    """How an agent uses an auxiliary's intrinsic reward stream."""
+
+    gamma: float
+    """Discount of the intrinsic returns (non-episodic)."""
+    ext_coef: float
+    """Weight of the extrinsic advantage in the mixed advantage."""
+    int_coef: float
+    """Weight of the intrinsic advantage."""
+
+
+class Auxiliary(nn.Module):
+    """Base class: every hook is optional."""
+
+    def intrinsic(self) -> IntrinsicSpec | None:
+        """The intrinsic reward stream this auxiliary produces (None: none)."""
+        return None
+
+    def intrinsic_reward(self, batch: Batch) -> torch.Tensor:
+        """``(N, T)`` intrinsic rewards of the batch's transitions."""
+        raise NotImplementedError
+
+    def compute_loss(
+        self, mb: Batch, agent: Any
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Weighted losses and statistics of one minibatch."""
+        return {}, {}
+
+    def after_update(self) -> None:
+        """After each optimizer step."""
+
+    def extra_state(self) -> dict[str, Any]:
+        """Non-tensor state saved in checkpoints."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`extra_state`."""
+
+
+def next_observations(batch: Batch) -> torch.Tensor:
+    """The observation each step reaches, ``(N, T, ...)``: ``obs[:, t + 1]``, and the
+    rollout's ``next_obs`` for the last step (next-step autoreset: after an episode end the
+    reset step holds the final observation)."""
+    return torch.cat([batch.obs[:, 1:], batch.extras["next_obs"]], dim=1)
