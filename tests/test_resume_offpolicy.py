@@ -1,6 +1,7 @@
-"""Exact resume for off-policy agents: with the replay buffer in the checkpoint, a DQN run
-stopped at a checkpoint and resumed logs the uninterrupted run's metrics and ends with
-bit-identical weights, target network, optimizer state and replay buffer. Without the
+"""Exact resume for off-policy agents: with the replay buffer in the checkpoint, a DQN, SAC,
+TD3 or DDPG run stopped at a checkpoint and resumed logs the uninterrupted run's metrics and
+ends with bit-identical weights, target networks, optimizer state (every part: critic, actor
+and SAC's entropy coefficient), SAC's log alpha, counters and replay buffer. Without the
 buffer the resumed run starts empty, says so, and still runs."""
 
 from __future__ import annotations
@@ -107,34 +108,108 @@ def interrupted_copy(full: Path, dst: Path, step: int) -> Path:
     return dst / "checkpoints" / f"step_{step}.pt"
 
 
+def run_and_resume(args: list[str], tmp_path: Path, mid: int) -> tuple[Path, Path]:
+    """Train ``args`` uninterrupted into ``full``, then resume a copy of it that died right
+    after checkpoint ``mid`` into ``part``; return both run folders."""
+    full = tmp_path / "full"
+    train(load_config([*args, f"run_dir={full}"]))
+    part_ckpt = interrupted_copy(full, tmp_path / "part", mid)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an exact resume warns about nothing
+        train(load_config([f"resume={part_ckpt}", "logger.progress=false"]))
+    return full, part_ckpt.parent.parent
+
+
+def assert_same_runs(full: Path, part: Path, total_steps: int) -> list[dict]:
+    """Equal metrics (timings aside) and bit-identical final agent, source and RNG states;
+    returns the uninterrupted run's metrics."""
+    a = comparable(read_metrics(full / "metrics.jsonl"))
+    b = comparable(read_metrics(part / "metrics.jsonl"))
+    assert len(a) == len(b)
+    assert a == b
+    end_a = ckpt.load(full / "checkpoints" / "latest.pt")
+    end_b = ckpt.load(part / "checkpoints" / "latest.pt")
+    assert end_a["run_state"]["global_step"] == end_b["run_state"]["global_step"] == total_steps
+    # Weights, targets, optimizers, counters; then buffer, priorities, sampling RNG.
+    assert_identical(end_a["agent"], end_b["agent"], "agent")
+    assert_identical(end_a["source"], end_b["source"], "source")
+    assert_identical(end_a["rng"], end_b["rng"], "rng")
+    return a
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_dqn_resume_with_replay_equals_uninterrupted(case: str, tmp_path: Path) -> None:
-    full = tmp_path / "full"
-    train(load_config([*SMALL, *CASES[case], f"run_dir={full}"]))
+    full, part = run_and_resume([*SMALL, *CASES[case]], tmp_path, MID)
     mid = ckpt.load(full / "checkpoints" / f"step_{MID}.pt")
     buffer = mid["source"]["buffer"]
     count = int(buffer["count"])
     assert count * 2 == MID and count > int(buffer["capacity_per_env"])  # the ring wrapped
     assert mid["agent"]["gradient_steps"] > 50
+    records = assert_same_runs(full, part, 2048)
+    assert len(records) > 60
+    assert any("losses/rl_q" in r for r in records if r["global_step"] > MID)  # learning resumed
 
-    part_ckpt = interrupted_copy(full, tmp_path / "part", MID)
-    part = part_ckpt.parent.parent
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # an exact resume warns about nothing
-        train(load_config([f"resume={part_ckpt}", "logger.progress=false"]))
 
-    a = comparable(read_metrics(full / "metrics.jsonl"))
-    b = comparable(read_metrics(part / "metrics.jsonl"))
-    assert len(a) == len(b) and len(a) > 60
-    assert any("losses/rl_q" in r for r in a if r["global_step"] > MID)  # learning resumed
-    assert a == b
-    end_a = ckpt.load(full / "checkpoints" / "latest.pt")
-    end_b = ckpt.load(part / "checkpoints" / "latest.pt")
-    assert end_a["run_state"]["global_step"] == end_b["run_state"]["global_step"] == 2048
-    # Weights, target network, optimizer, counters; then buffer, priorities, sampling RNG.
-    assert_identical(end_a["agent"], end_b["agent"], "agent")
-    assert_identical(end_a["source"], end_b["source"], "source")
-    assert_identical(end_a["rng"], end_b["rng"], "rng")
+CONTINUOUS_MID = 320
+"""Checkpoint of the interrupted SAC/TD3/DDPG run (every iteration is 1 env x 16 steps)."""
+
+CONTINUOUS_SMALL = [
+    "env.num_envs=1",
+    "total_steps=640",
+    "agent.learning_starts=64",  # uniform random warm-up actions until then
+    "agent.train_freq=16",
+    # 3 per iteration from the 4th: 51 gradient steps at the checkpoint, an odd number, so
+    # with TD3's policy_delay 2 the first step after the resume updates the actor.
+    "agent.gradient_steps=3",
+    "agent.batch_size=32",
+    "agent.buffer_size=256",  # < 320 steps at the checkpoint: the ring wrapped
+    "agent.replay_in_checkpoint=true",
+    "model.policy.actor_hidden=[32]",
+    "model.policy.critic_hidden=[32]",
+    f"checkpoint.every_steps={CONTINUOUS_MID}",
+    "checkpoint.keep_last=10",
+    "eval.every_steps=160",  # evaluations before, with and after the checkpoint
+    "eval.episodes=1",
+    "stop_on_solved=false",
+    "logger.progress=false",
+    "logger.tensorboard=false",
+]
+
+CONTINUOUS_CASES = {
+    # Autotuned alpha: log alpha and its Adam must round-trip; sampled actions and targets
+    # draw from the global torch RNG.
+    "sac": ["experiment=sac_pendulum", "agent.autotune=true"],
+    # policy_delay 2: the actor and the targets move every 2nd gradient step, counted by the
+    # restored gradient-step counter; exploration and target-smoothing noise from torch's RNG.
+    "td3": ["experiment=td3_pendulum"],
+    # One critic, actor and targets every step, no target smoothing.
+    "ddpg": ["experiment=ddpg_pendulum"],
+}
+
+
+@pytest.mark.parametrize("case", list(CONTINUOUS_CASES))
+def test_continuous_resume_with_replay_equals_uninterrupted(case: str, tmp_path: Path) -> None:
+    args = [*CONTINUOUS_CASES[case], *CONTINUOUS_SMALL]
+    full, part = run_and_resume(args, tmp_path, CONTINUOUS_MID)
+    mid = ckpt.load(full / "checkpoints" / f"step_{CONTINUOUS_MID}.pt")
+    buffer = mid["source"]["buffer"]
+    assert int(buffer["count"]) == CONTINUOUS_MID > int(buffer["capacity_per_env"])
+    agent = mid["agent"]
+    assert agent["gradient_steps"] == 51
+    delay = 2 if case == "td3" else 1
+    assert agent["actor_updates"] == 51 // delay
+    parts = {"critic", "actor"} | ({"alpha"} if case == "sac" else set())
+    assert set(agent["optimizer"]) == parts
+    if case == "sac":  # log alpha has moved from log(1.0) = 0, and its Adam has state
+        assert agent["extra"]["alpha"].item() != 0.0
+        assert agent["optimizer"]["alpha"]["state"][0]["step"].item() == 51
+    records = assert_same_runs(full, part, 640)
+    after = [r for r in records if r["global_step"] > CONTINUOUS_MID]
+    assert any("losses/rl_actor" in r for r in after)  # learning resumed
+    assert any("eval/mean_return" in r for r in after)
+    end = ckpt.load(full / "checkpoints" / "latest.pt")["agent"]
+    assert end["gradient_steps"] == 3 * (640 // 16 - 3)
+    assert end["actor_updates"] == end["gradient_steps"] // delay
 
 
 def test_dqn_resume_without_replay_starts_empty_and_warns(tmp_path: Path) -> None:
