@@ -3,7 +3,6 @@ against separate updates, config errors, resume, and learning Pendulum for fixed
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np

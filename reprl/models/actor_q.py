@@ -156,13 +156,21 @@ class ActorQPolicy(nn.Module):
     # ------------------------------------------------------------------ actor
     def forward(self, features: torch.Tensor) -> tuple[ActorQOutput, Info]:
         """``(N, T, D) -> (ActorQOutput(mean, log_std), {})``."""
+        if features.dim() != 3 or features.shape[2] != self.in_dim:
+            raise ValueError(
+                f"policy features must be shaped (N, T, {self.in_dim}), got {tuple(features.shape)}"
+            )
+        return self.actor(features), {}
+
+    def actor(self, features: torch.Tensor) -> ActorQOutput:
+        """The actor's raw output for features of any leading shape ``(..., D)``."""
         h = self.actor_mlp(features)
         out = F.linear(h, self.actor_out.weight, self.actor_out.bias).float()
         if not self.gaussian:
-            return ActorQOutput(mean=out), {}
+            return ActorQOutput(mean=out)
         mean, log_std = out.chunk(2, dim=-1)
         log_std = log_std.clamp(self.cfg.log_std_min, self.cfg.log_std_max)
-        return ActorQOutput(mean=mean, log_std=log_std), {}
+        return ActorQOutput(mean=mean, log_std=log_std)
 
     def sample(
         self, features: torch.Tensor, deterministic: bool = False, with_log_prob: bool = True
@@ -175,7 +183,7 @@ class ActorQPolicy(nn.Module):
         which stays finite where ``tanh(u)`` rounds to 1. Deterministic (or deterministic
         actor): ``tanh(mean)`` and no log-probability.
         """
-        out, _ = self(features)
+        out = self.actor(features)
         if deterministic or out.log_std is None:
             return tanh(out.mean), None
         std = out.log_std.exp()

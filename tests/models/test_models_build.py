@@ -110,7 +110,10 @@ def test_impala_convs_keep_default_init() -> None:
 @pytest.mark.parametrize(
     ("cfg", "match"),
     [
-        (ModelConfig(backbone={"name": "resnet"}), r"model\.backbone\.name: .*valid: impala_cnn"),
+        (
+            ModelConfig(backbone={"name": "resnet"}),
+            r"model\.backbone\.name: .*valid: conv, impala_cnn",
+        ),
         (ModelConfig(backbone={"hidden_sizes": [8]}), r"model\.backbone\.name: missing; valid"),
         (ModelConfig(neck={"name": "lstmm"}), r"model\.neck\.name: .*valid: identity"),
         (ModelConfig(policy={"name": "dqn"}), r"model\.policy\.name: .*valid: actor_critic"),

@@ -148,9 +148,19 @@ def test_policy_contract(name: str, spec: EnvSpec) -> None:
         with pytest.raises(ConfigError, match="discrete"):
             entry.obj(entry.config_cls(), 16, spec)
         return
+    if name == "actor_q" and spec.discrete:  # bounded continuous actions only
+        with pytest.raises(ConfigError, match="continuous"):
+            entry.obj(entry.config_cls(), 16, spec)
+        return
     policy = entry.obj(entry.config_cls(), 16, spec)
     for n, t in NT_SHAPES:
         out, info = policy(torch.randn(n, t, 16))
+        if name == "actor_q":  # actor output; critics take an action (tests/test_continuous.py)
+            action, log_prob = policy.sample(torch.randn(n, t, 16))
+            assert out.mean.shape == action.shape == (n, t, *spec.action_shape)
+            assert log_prob.shape == (n, t) and isinstance(info, dict)
+            assert policy.q(torch.randn(n, t, 16), action).shape == (2, n, t)
+            continue
         assert isinstance(out, (PolicyOutput, QOutput)) and isinstance(info, dict)
         if out.dist is None:  # Q policies: no action distribution, Q-values per action
             assert out.q.shape == (n, t, spec.num_actions)
