@@ -115,3 +115,15 @@ def rotate(ckpt_dir: str | Path, keep_last: int) -> None:
     found = list_checkpoints(ckpt_dir)
     for old in found[: max(len(found) - keep_last, 0)]:
         old.unlink(missing_ok=True)
+
+
+def round_trip(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` as a checkpoint gives it back, in memory: NumPy arrays stored as tensors and
+    loaded without unpickling code (``weights_only=True``). For checking that a component's
+    state survives saving (env snapshots, buffers, normalisers)."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(to_storable(state), buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from reprl.envs import AtariConfig, EnvConfig, make_vector_env
 from reprl.runs import checkpoint as ckpt
@@ -36,13 +34,7 @@ def only_plain(x: Any) -> None:
         assert not isinstance(x, np.ndarray) or x.dtype != object
 
 
-def through_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
-    """What a reprl checkpoint gives back: numpy arrays stored as tensors, loaded without
-    unpickling code (``torch.load(weights_only=True)``)."""
-    buffer = io.BytesIO()
-    torch.save(ckpt.to_storable(state), buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
+through_checkpoint = ckpt.round_trip
 
 
 def check_resume(env_id: str, backend_a: str, backend_b: str, **kwargs: Any) -> None:

@@ -3,13 +3,11 @@ training run through the config system."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from reprl.config import load_config
 from reprl.envs import EnvConfig, list_env_ids, make_env_spec, make_vector_env, resolve_env
@@ -205,12 +203,7 @@ def test_vector_env_seeding_reproducible(backend: str) -> None:
         np.testing.assert_array_equal(x, y)
 
 
-def through_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
-    """What a reprl checkpoint gives back (``torch.load(weights_only=True)``)."""
-    buffer = io.BytesIO()
-    torch.save(ckpt.to_storable(state), buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
+through_checkpoint = ckpt.round_trip
 
 
 @pytest.mark.parametrize(

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import io
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("mujoco", reason="mujoco not installed: pip install 'reprl[mujoco]'")
 
@@ -100,12 +98,7 @@ def test_render() -> None:
     assert frame.shape == (48, 64, 3) and frame.dtype == np.uint8 and frame.any()
 
 
-def through_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
-    """Numpy arrays stored as tensors and loaded without unpickling code, as checkpoints do."""
-    buffer = io.BytesIO()
-    torch.save(ckpt.to_storable(state), buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
+through_checkpoint = ckpt.round_trip
 
 
 @pytest.mark.parametrize(
