@@ -117,6 +117,10 @@ class Agent:
         self.stop_updates = False
         for group in self.optimizer.param_groups:
             group["lr"] = self.cfg.lr(progress)
+        self.set_aux_lr(progress)
+
+    def set_aux_lr(self, progress: float) -> None:
+        """The auxiliaries' Adam follows the agent's learning-rate schedule."""
         if self.aux_optimizer is not None:
             self.aux_optimizer.param_groups[0]["lr"] = self.cfg.lr(progress)
 

@@ -278,6 +278,7 @@ class ContinuousAgent(OffPolicyAgent):
             else:
                 lr = self.extra_lr(name)(progress)
             opt.param_groups[0]["lr"] = lr
+        self.set_aux_lr(progress)
 
     # ------------------------------------------------------------------ acting
     def warmup_action(self, n: int) -> torch.Tensor:

@@ -40,7 +40,8 @@ def gae_prepare(agent: Any, batch: Batch, gamma: float, gae_lambda: float) -> Ba
     )
     extras = {k: v for k, v in batch.extras.items() if k not in BOOTSTRAP_KEYS}
     extras |= {"advantage": adv, "returns": ret}
-    intrinsic = [(a, a.intrinsic()) for a in agent.auxiliaries.values() if a.intrinsic()]
+    streams = ((a, a.intrinsic()) for a in agent.auxiliaries.values())
+    intrinsic = [(a, spec) for a, spec in streams if spec is not None]
     if intrinsic:
         # A second reward stream (RND, Burda et al. 2018, section 2.3): its own value head,
         # discount and non-episodic returns (no episode end cuts them: the trace bootstraps
