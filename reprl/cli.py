@@ -1,4 +1,4 @@
-"""The ``reprl`` command: train, eval, list, config, suite.
+"""The ``reprl`` command: train, eval, list, config, suite, sweep.
 
 User mistakes (ReprlError) print one line to stderr and exit 2; a run stopped by a
 non-finite loss exits 1. Nothing a user can cause prints a traceback.
@@ -131,6 +131,25 @@ def _cmd_suite(args: argparse.Namespace) -> int:
     return run_suite(request)
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from reprl.sweep import options
+    from reprl.sweep.sweep import SweepRequest, run_sweep
+
+    # As for suite: options may also follow the overrides, so what follows ``reprl sweep`` is
+    # parsed again by a parser without subcommands.
+    options.parser().parse_intermixed_args(args.rest, namespace=args)
+    request = SweepRequest(
+        overrides=args.overrides,
+        trials=args.trials,
+        jobs=args.jobs,
+        storage=args.storage,
+        out=Path(args.out) if args.out else None,
+    )
+    return run_sweep(request)
+
+
 def _add_suite_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/<suite>-<experiment>)")
     p.add_argument("--workers", type=int, help="runs at a time (default: cores available)")
@@ -206,6 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rest", nargs=argparse.REMAINDER, metavar="overrides", help=SUITE_OVERRIDES)
     _add_suite_options(p)
     p.set_defaults(fn=_cmd_suite)
+
+    from reprl.sweep import options as sweep_options
+
+    p = sub.add_parser(
+        "sweep",
+        help="hyperparameter search with Optuna: reprl sweep experiment=X sweep=SPEC [k=v] "
+        "[--trials N] [--jobs K]",
+        description=sweep_options.DESCRIPTION,
+    )
+    p.add_argument(
+        "rest", nargs=argparse.REMAINDER, metavar="overrides", help=sweep_options.OVERRIDES_HELP
+    )
+    sweep_options.add_options(p)
+    p.set_defaults(fn=_cmd_sweep)
     return parser
 
 
