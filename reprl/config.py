@@ -113,6 +113,11 @@ def validate(cfg: TrainConfig) -> None:
 
     component_config(AGENTS, cfg.agent, "agent")
     component_config(BACKBONES, cfg.model.backbone, "model.backbone")
+    if cfg.model.backbone.get("init_from") == "???":  # an experiment that needs a checkpoint
+        raise ConfigError(
+            "model.backbone.init_from: required by this experiment; "
+            "set model.backbone.init_from=RUN_DIR_OR_CHECKPOINT"
+        )
     component_config(NECKS, cfg.model.neck, "model.neck")
     component_config(POLICIES, cfg.model.policy, "model.policy")
     for name, options in cfg.aux.items():

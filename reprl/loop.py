@@ -112,6 +112,7 @@ def run(algo: Any, source: Any, state: RunState, callbacks: list[Callback]) -> R
             "perf/sps": n * t * world / max(t_end - t_start, 1e-9),
             "charts/learning_rate": algo.optimizer.param_groups[0]["lr"],
         }
+        metrics |= algo.iteration_metrics()
         for cb in callbacks:
             cb.on_iteration(state, metrics)
         if world > 1:  # rank 0 may have decided to stop (solved); every rank must agree

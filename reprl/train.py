@@ -43,18 +43,25 @@ class TrainResult:
     rank: int = 0
 
 
-def make_agent(cfg: TrainConfig, spec: Any, device: torch.device) -> Agent:
-    """Model from the model config, agent from the agent registry, auxiliaries attached."""
+def make_agent(
+    cfg: TrainConfig, spec: Any, device: torch.device, load_pretrained: bool | None = None
+) -> Agent:
+    """Model from the model config, agent from the agent registry, auxiliaries attached.
+
+    ``load_pretrained``: read the backbone's ``init_from`` weights (default: unless the run
+    resumes; a checkpoint about to be loaded restores every weight anyway)."""
     from reprl.config import aux_config
 
     entry, agent_cfg = component_config(AGENTS, cfg.agent, "agent")
-    model = build_model(cfg.model, spec).to(device)
+    if load_pretrained is None:
+        load_pretrained = not cfg.resume
+    model = build_model(cfg.model, spec, load_pretrained=load_pretrained).to(device)
     agent = entry.obj(agent_cfg, spec, model, device)
     if cfg.aux:
         auxiliaries = {}
         for name, options in cfg.aux.items():
             aux_entry, aux_cfg = aux_config(name, options)
-            auxiliaries[name] = aux_entry.obj(aux_cfg, spec).to(device)
+            auxiliaries[name] = aux_entry.obj(aux_cfg, spec, model).to(device)
         agent.attach_auxiliaries(auxiliaries)
     return agent
 
@@ -181,6 +188,10 @@ def _train(
     if dist.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config_dict, sort_keys=False))
+        if (report := getattr(agent.model, "init_report", None)) is not None:
+            print(report.summary(), flush=True)  # model.backbone init_from / freeze
+            if resume_state is None:  # a resumed run keeps the first start's report
+                (run_dir / "backbone_init.yaml").write_text(report.to_yaml())
         if resume_state is not None:
             truncate_metrics(run_dir / "metrics.jsonl", state.global_step)
         logger = Logger(run_dir, cfg.logger, config_dict)

@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from reprl.config import list_group, load_config
+from reprl.errors import ConfigError
 from reprl.runs import checkpoint as ckpt
 from reprl.train import train
 
@@ -23,11 +25,27 @@ TINY = [
 ]
 
 
-@pytest.mark.parametrize("name", [n for n in list_group("experiment") if "atari" not in n])
+HAS_MARIO = importlib.util.find_spec("nes_py") is not None
+NEEDS_CHECKPOINT = "pretrained"  # presets whose backbone comes from a run: see below
+
+
+def experiment_params() -> list:
+    params = []
+    for name in list_group("experiment"):
+        if "atari" in name or NEEDS_CHECKPOINT in name:
+            continue
+        marks = [pytest.mark.skipif(not HAS_MARIO, reason="mario extra not installed")]
+        params.append(pytest.param(name, marks=marks if "mario" in name else []))
+    return params
+
+
+@pytest.mark.parametrize("name", experiment_params())
 def test_experiment_runs(name: str, tmp_path: Path) -> None:
     shrink = ["env.num_envs=2", "total_steps=64"]
     full = load_config([f"experiment={name}"])
     agent = full.agent["name"]
+    if "rnd" in full.aux:  # reach the intrinsic rewards within the tiny budget
+        shrink += ["aux.rnd.obs_norm_init_steps=16"]
     if agent in ("dqn", "sac", "td3", "ddpg"):  # off-policy: shrink collection and updates
         shrink += [
             "agent.train_freq=16",
@@ -46,6 +64,36 @@ def test_experiment_runs(name: str, tmp_path: Path) -> None:
     assert result.global_step == 64
     assert (tmp_path / "config.yaml").is_file() and (tmp_path / "metrics.jsonl").is_file()
     assert ckpt.load(ckpt.resolve(tmp_path))["run_state"]["global_step"] == 64
+
+
+@pytest.mark.atari
+@pytest.mark.parametrize(
+    "name", [n for n in list_group("experiment") if NEEDS_CHECKPOINT in n and "atari" not in n]
+)
+def test_pretrained_backbone_presets_run_from_a_checkpoint(name: str, tmp_path: Path) -> None:
+    """The pretrained presets start from another run's backbone (here a tiny run of their
+    base preset): the backbone is loaded and, frozen, still equals the source's after
+    training."""
+    base = name.replace("pretrained_", "")
+    tiny = ["env.num_envs=2", "agent.num_steps=16", "agent.num_minibatches=2"]
+    tiny += ["agent.num_epochs=1", "total_steps=32", "eval.at_end=false", *TINY]
+    train(load_config([f"experiment={base}", *tiny, f"run_dir={tmp_path / 'source'}"]))
+    with pytest.raises(ConfigError, match="init_from"):
+        load_config([f"experiment={name}"])
+    cfg = load_config(
+        [
+            f"experiment={name}",
+            f"model.backbone.init_from={tmp_path / 'source'}",
+            "model.backbone.freeze=true",
+            *tiny,
+            f"run_dir={tmp_path / 'run'}",
+        ]
+    )
+    assert train(cfg).global_step == 32
+    source = ckpt.load(ckpt.resolve(tmp_path / "source"))["agent"]["model"]
+    run = ckpt.load(ckpt.resolve(tmp_path / "run"))["agent"]["model"]
+    backbone = [k for k in source if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(source[k], run[k]) for k in backbone)
 
 
 BACKENDS = ["sync", "async", "ale"] + (["envpool"] if importlib.util.find_spec("envpool") else [])

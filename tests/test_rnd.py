@@ -174,8 +174,8 @@ def test_rnd_config_errors(overrides: list[str], message: str, tmp_path: Path) -
         train(cfg)
 
 
-def test_intrinsic_reward_needs_an_agent_that_learns_from_it(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="intrinsic"):
+def test_auxiliaries_need_an_agent_that_trains_them(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not train auxiliary losses"):
         train(
             load_config(
                 [

@@ -17,6 +17,7 @@ from torch import nn
 from reprl import dist
 from reprl.errors import ConfigError
 from reprl.models import AgentModel
+from reprl.optim.gradproj import projected_backward
 from reprl.optim.optimizers import Adam
 from reprl.runs.checkpoint import to_numpy as ckpt_numpy
 from reprl.types import Batch, EnvSpec
@@ -47,6 +48,11 @@ class Agent:
     def attach_auxiliaries(self, auxiliaries: dict[str, Any]) -> None:
         """Add auxiliary components: their losses join this agent's summed loss (one
         backward) and their parameters get an Adam of the agent's learning rate and eps."""
+        if auxiliaries and not self.supports_auxiliaries:
+            raise ConfigError(
+                f"aux.{next(iter(auxiliaries))}: agent {type(self).__name__.lower()} does not "
+                "train auxiliary losses (use ppo)"
+            )
         unsupported = [n for n, a in auxiliaries.items() if a.intrinsic() is not None]
         if unsupported and not self.supports_intrinsic:
             raise ConfigError(
@@ -65,15 +71,20 @@ class Agent:
             eps = getattr(self.cfg, "adam_eps", 1e-8)
             self.aux_optimizer = Adam(params, lr=self.cfg.lr(0.0), eps=eps)
 
+    supports_auxiliaries: bool = False
+    """Whether ``compute_loss`` adds the auxiliaries' losses (:meth:`aux_losses`)."""
     supports_intrinsic: bool = False
     """Whether the agent learns from auxiliaries' intrinsic rewards (a second value head)."""
 
-    def aux_losses(self, mb: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Every auxiliary's weighted losses and statistics on a minibatch."""
+    def aux_losses(
+        self, mb: Batch, embedding: torch.Tensor | None = None
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Every auxiliary's weighted losses and statistics on a minibatch (``embedding``: the
+        backbone's output for ``mb.obs``, with its graph, when the agent computed it)."""
         losses: dict[str, torch.Tensor] = {}
         info: dict[str, torch.Tensor] = {}
         for aux in self.auxiliaries.values():
-            aux_loss, aux_info = aux.compute_loss(mb, self)
+            aux_loss, aux_info = aux.compute_loss(mb, self, embedding)
             losses |= aux_loss
             info |= aux_info
         return losses, info
@@ -124,6 +135,13 @@ class Agent:
         if self.aux_optimizer is not None:
             self.aux_optimizer.param_groups[0]["lr"] = self.cfg.lr(progress)
 
+    def iteration_metrics(self) -> dict[str, float]:
+        """Logged once per iteration: the loss coefficients in force (``coef/<symbol>``)."""
+        coefs: dict[str, float] = {}
+        for aux in self.auxiliaries.values():
+            coefs |= aux.coefficients()
+        return {f"coef/{k}": float(v) for k, v in coefs.items()}
+
     def prepare(self, batch: Batch) -> Batch:
         """No-grad preparation of targets (returns, advantages, ...)."""
         return batch
@@ -137,18 +155,31 @@ class Agent:
         raise NotImplementedError
 
     def update(self, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Sum the losses, one backward, average gradients across ranks, clip, step."""
-        total = torch.stack(list(losses.values())).sum()
+        """Sum the losses, one backward, average gradients across ranks, clip, step.
+
+        With ``grad_projection`` (an agent option) and auxiliary losses, the RL losses
+        (``loss_rl_*``) and the others get separate gradients on the backbone, and the
+        auxiliary one is projected off the RL one where they conflict
+        (:func:`reprl.optim.gradproj.projected_backward`; it averages across ranks first).
+        """
         self.optimizer.zero_grad(set_to_none=True)
         if self.aux_optimizer is not None:
             self.aux_optimizer.zero_grad(set_to_none=True)
-        total.backward()
         params = self.optimizer.params
         if self.aux_optimizer is not None:
             params = params + self.aux_optimizer.params
-        if dist.is_distributed():
-            dist.all_reduce_grads(params)
         info: dict[str, torch.Tensor] = {}
+        rl = [v for k, v in losses.items() if k.startswith("loss_rl_")]
+        if getattr(self.cfg, "grad_projection", False) and 0 < len(rl) < len(losses):
+            aux = [v for k, v in losses.items() if not k.startswith("loss_rl_")]
+            shared = [p for p in self.model.backbone.parameters() if p.requires_grad]
+            info |= projected_backward(
+                torch.stack(rl).sum(), torch.stack(aux).sum(), params, shared
+            )
+        else:
+            torch.stack(list(losses.values())).sum().backward()
+            if dist.is_distributed():
+                dist.all_reduce_grads(params)
         max_norm = getattr(self.cfg, "max_grad_norm", None)
         if max_norm:
             info["stats/grad_norm"] = nn.utils.clip_grad_norm_(params, max_norm, foreach=True)

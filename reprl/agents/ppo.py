@@ -52,10 +52,27 @@ class PPOConfig:
     """Huber instead of squared value loss."""
     huber_delta: float = 1.0
     """Huber threshold."""
+    rl_coef: float = 1.0
+    """a_RL: weight of the whole RL loss ``L_RL`` next to auxiliary losses (a_SSL, a_RND are
+    the auxiliaries' ``coef``)."""
+    pg_coef: float = 1.0
+    """a_act: weight of the policy (actor) loss."""
     vf_coef: float = 0.5
-    """Weight of the value loss."""
+    """a_crt: weight of the value (critic) loss."""
+    ext_vf_coef: float = 1.0
+    """a_e: weight of the extrinsic value head's loss inside the critic loss."""
+    int_vf_coef: float = 1.0
+    """a_i: weight of the intrinsic value head's loss (with an intrinsic reward, e.g. RND)."""
     ent_coef: Schedule = field(default_factory=lambda: Schedule("constant", 0.01))
-    """Weight of the entropy bonus (number or schedule)."""
+    """a_H: weight of the entropy bonus (number or schedule). In all,
+    ``L_RL = a_act L_act + a_crt (a_e L_crt_ext + a_i L_crt_int) - a_H H``."""
+    backbone_grad: bool = True
+    """Whether the RL loss trains the backbone (false: the backbone is shaped only by
+    auxiliary losses, or stays as initialised, e.g. from a pretrained checkpoint)."""
+    grad_projection: bool = False
+    """Project the auxiliary losses' backbone gradient off the RL gradient when they
+    conflict (negative cosine; :mod:`reprl.optim.gradproj`); logs ``stats/grad_cosine`` and
+    ``stats/projection_fired`` (its mean is the fraction of updates that projected)."""
     norm_adv: bool = True
     """Normalise advantages per minibatch."""
     max_grad_norm: float | None = 0.5
@@ -97,6 +114,7 @@ class PPO(Agent):
     """PPO on the shared loop: rollouts -> GAE -> epochs of shuffled minibatches."""
 
     requires = ("log_prob", "value", "advantage", "returns")
+    supports_auxiliaries = True
     supports_intrinsic = True
 
     def act_extras(self, out: Any, action: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -121,8 +139,15 @@ class PPO(Agent):
         """Clipped surrogate + value loss - entropy bonus on one minibatch."""
         cfg = self.cfg
         w = mean_weights(mb.valid)  # masked means: (x * w).sum(); invalid reset steps weigh 0
+        embedding = None
         with self.autocast():
-            (out, _), _ = self.model(mb.obs, None, mb.is_first)
+            if self.auxiliaries or not cfg.backbone_grad:
+                # One backbone pass shared with the auxiliaries that read the embedding.
+                embedding, _ = self.model.backbone(mb.obs)
+                rl_input = embedding if cfg.backbone_grad else embedding.detach()
+                (out, _), _ = self.model.from_embedding(rl_input, None, mb.is_first)
+            else:
+                (out, _), _ = self.model(mb.obs, None, mb.is_first)
         logp = out.dist.log_prob(mb.action).float()
         entropy = out.dist.entropy().float()
         value = out.value[..., 0].float()
@@ -135,16 +160,18 @@ class PPO(Agent):
             adv = (adv - mean) / (std + 1e-8)
         pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - self.clip, 1 + self.clip))
         v_loss = value_loss(value, mb.extras["returns"], mb.extras["value"], cfg, self.clip)
+        v_loss = cfg.ext_vf_coef * v_loss
         if "returns_int" in mb.extras:  # the intrinsic value head (RND), summed as CleanRL
             v_int = out.value[..., 1].float()
-            v_loss = v_loss + value_loss(
+            v_loss = v_loss + cfg.int_vf_coef * value_loss(
                 v_int, mb.extras["returns_int"], mb.extras["value_int"], cfg, self.clip
             )
         ent = (entropy * w).sum()
+        a_rl = cfg.rl_coef
         losses = {
-            "loss_rl_policy": (pg * w).sum(),
-            "loss_rl_value": cfg.vf_coef * (v_loss * w).sum(),
-            "loss_rl_entropy": -self.ent_coef * ent,
+            "loss_rl_policy": a_rl * cfg.pg_coef * (pg * w).sum(),
+            "loss_rl_value": a_rl * cfg.vf_coef * (v_loss * w).sum(),
+            "loss_rl_entropy": -a_rl * self.ent_coef * ent,
         }
         with torch.no_grad():
             info = {
@@ -153,12 +180,26 @@ class PPO(Agent):
                 "stats/entropy": ent.detach(),
             }
         if self.auxiliaries:
-            aux_losses, aux_info = self.aux_losses(mb)
+            aux_losses, aux_info = self.aux_losses(mb, embedding)
             losses |= aux_losses
             info |= aux_info
             if "reward_int" in mb.extras:
                 info["stats/reward_int"] = (mb.extras["reward_int"] * w).sum()
         return losses, info
+
+    def iteration_metrics(self) -> dict[str, float]:
+        """The coefficients of ``L_RL`` and of the auxiliaries in force this iteration."""
+        cfg = self.cfg
+        coefs = {
+            "a_RL": cfg.rl_coef,
+            "a_act": cfg.pg_coef,
+            "a_crt": cfg.vf_coef,
+            "a_e": cfg.ext_vf_coef,
+            "a_H": self.ent_coef,
+        }
+        if any(a.intrinsic() is not None for a in self.auxiliaries.values()):
+            coefs["a_i"] = cfg.int_vf_coef
+        return {f"coef/{k}": float(v) for k, v in coefs.items()} | super().iteration_metrics()
 
     def after_update(self, mb: Batch, info: dict[str, torch.Tensor]) -> None:
         """Target-KL early stop: end this iteration's epochs once KL is too large."""

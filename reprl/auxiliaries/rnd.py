@@ -36,6 +36,8 @@ from torch import nn
 from reprl.auxiliaries.base import Auxiliary, IntrinsicSpec, next_observations
 from reprl.envs.normalize import RunningMeanStd
 from reprl.errors import ConfigError
+from reprl.models.build import zero_obs
+from reprl.optim.target import TargetNetwork
 from reprl.registry import AUXILIARIES
 from reprl.types import Batch, EnvSpec
 
@@ -116,13 +118,14 @@ class RND(nn.Module):
     """Target and predictor networks with their observation and reward normalisers.
 
     Observations are ``(N, T, *obs_shape)``: uint8 image stacks ``(k*C, H, W)`` (the last
-    frame's ``C`` channels are used) or float vectors.
+    frame's ``C`` channels are used) or float vectors; with ``input_dim`` the inputs are
+    vectors of that size whatever the env's observations (modified RND: embeddings).
     """
 
-    def __init__(self, cfg: RNDConfig, spec: EnvSpec) -> None:
+    def __init__(self, cfg: RNDConfig, spec: EnvSpec, input_dim: int | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        shape = tuple(spec.obs_shape)
+        shape = tuple(spec.obs_shape) if input_dim is None else (input_dim,)
         self.image = len(shape) == 3
         if self.image:
             channels = shape[0] // max(spec.frame_stack, 1)
@@ -217,13 +220,25 @@ class RND(nn.Module):
     def loss(
         self, obs: torch.Tensor, valid: torch.Tensor | None = None, generator: Any = None
     ) -> torch.Tensor:
-        """Predictor loss on a random ``update_proportion`` of the valid observations."""
-        error = self.prediction_error(obs)
-        keep = torch.rand(error.shape, device=error.device, generator=generator)
-        mask = (keep < self.cfg.update_proportion).float()
+        """Predictor loss on a random ``update_proportion`` of the valid observations.
+
+        The networks run on the kept observations only (CleanRL computes the error of the
+        whole minibatch, then masks it: the same loss for 1 / ``update_proportion`` times
+        the compute)."""
+        n, t = obs.shape[:2]
+        device = obs.device if generator is None else generator.device
+        keep = torch.rand(n * t, device=device, generator=generator).to(obs.device)
+        mask = keep < self.cfg.update_proportion
         if valid is not None:
-            mask = mask * valid.reshape(-1).to(mask.dtype)
-        return (error * mask).sum() / mask.sum().clamp(min=1.0)
+            mask = mask & valid.reshape(-1).to(mask.device, torch.bool)
+        rows = mask.nonzero().squeeze(1)
+        if rows.numel() == 0:  # nothing kept: a zero loss that still reaches the predictor
+            return 0.0 * self.predictor(self.normalise(self.select(obs[:1, :1]))).sum()
+        kept = obs.reshape(n * t, 1, *obs.shape[2:]).index_select(0, rows)
+        x = self.normalise(self.select(kept))
+        with torch.no_grad():
+            target = self.target(x)
+        return 0.5 * (self.predictor(x) - target).square().sum(-1).mean()
 
     # ------------------------------------------------------------------ state
     def extra_state(self) -> dict[str, Any]:
@@ -245,15 +260,50 @@ class RND(nn.Module):
         self.seen = int(state["seen"])
 
 
+INPUTS = ("obs", "embedding")
+SLOW_MODES = ("none", "periodic", "polyak")
+
+
 @dataclass
 class RNDAuxConfig(RNDConfig):
     """RND switched on for an agent (``aux.rnd.coef=1``): the module's options plus how the
-    agent uses the intrinsic reward (defaults: Burda et al. 2018, CleanRL)."""
+    agent uses the intrinsic reward (defaults: Burda et al. 2018, CleanRL), and the inputs
+    of modified RND."""
 
     ext_coef: float = 2.0
     """Weight of the extrinsic advantage."""
     int_coef: float = 1.0
     """Weight of the intrinsic advantage."""
+    input: str = "obs"
+    """What target and predictor see: ``obs`` (the paper: the last frame, or the vector
+    observation) or ``embedding`` (modified RND: the agent backbone's embedding of the whole
+    stacked observation, detached, so target and predictor are small MLPs of
+    ``hidden_sizes``; its size is the backbone's, e.g. ``model.backbone.features_dim``)."""
+    slow_backbone: str = "none"
+    """With ``input=embedding``, which backbone embeds the RND inputs: ``none`` (the agent's
+    own), or a slow copy of it that keeps the inputs closer to stationary: ``periodic``
+    (copied every ``slow_period`` updates) or ``polyak`` (averaged with ``slow_tau`` after
+    every update)."""
+    slow_period: int = 1000
+    """Updates between copies of the ``periodic`` slow backbone."""
+    slow_tau: float = 0.005
+    """Polyak coefficient of the ``polyak`` slow backbone (``slow <- tau online + (1-tau)
+    slow``)."""
+
+    def validate(self, path: str) -> None:
+        """RND's checks, and the modified-RND options."""
+        super().validate(path)
+        if self.input not in INPUTS:
+            raise ConfigError(f"{path}.input: unknown '{self.input}'; valid: {', '.join(INPUTS)}")
+        if self.slow_backbone not in SLOW_MODES:
+            raise ConfigError(
+                f"{path}.slow_backbone: unknown '{self.slow_backbone}'; "
+                f"valid: {', '.join(SLOW_MODES)}"
+            )
+        if self.slow_backbone != "none" and self.input != "embedding":
+            raise ConfigError(f"{path}.slow_backbone: needs {path.split('.')[-1]}.input=embedding")
+        if self.slow_period < 1 or not 0.0 < self.slow_tau <= 1.0:
+            raise ConfigError(f"{path}: slow_period >= 1 and slow_tau in (0, 1]")
 
 
 @AUXILIARIES.register("rnd", RNDAuxConfig)
@@ -264,37 +314,92 @@ class RNDAuxiliary(Auxiliary):
     The agent (PPO) learns a second value head on the intrinsic rewards, with discount
     ``gamma_int`` and non-episodic returns, and mixes the advantages as
     ``ext_coef * A_ext + int_coef * A_int`` (Burda et al. 2018, section 2.3).
+
+    Modified RND (``input=embedding``) feeds target and predictor the agent backbone's
+    embedding of the stacked frames instead of the raw last frame. The embedding is
+    detached: the predictor's loss never trains the backbone (it could otherwise lower its
+    error by collapsing the embedding). With a slow backbone, a frozen copy
+    (:class:`~reprl.optim.target.TargetNetwork`, hard copies or Polyak) embeds instead.
     """
 
-    def __init__(self, cfg: RNDAuxConfig, spec: EnvSpec) -> None:
-        super().__init__()
+    def __init__(self, cfg: RNDAuxConfig, spec: EnvSpec, model: nn.Module | None = None) -> None:
+        super().__init__(model)
         self.cfg = cfg
-        self.rnd = RND(cfg, spec)
+        self.slow: TargetNetwork | None = None
+        self.updates = 0
+        if cfg.input == "embedding":
+            if model is None:
+                raise ConfigError("aux.rnd.input=embedding: needs the agent's model")
+            backbone = model.backbone
+            with torch.no_grad():
+                embedding, _ = backbone(zero_obs(spec).to(_device(backbone)))
+            self.rnd = RND(cfg, spec, input_dim=int(embedding.shape[-1]))
+            if cfg.slow_backbone != "none":
+                mode = "hard" if cfg.slow_backbone == "periodic" else "polyak"
+                period = cfg.slow_period if mode == "hard" else 1
+                self.slow = TargetNetwork(backbone, mode, period, cfg.slow_tau)
+                self.slow_backbone = self.slow.target  # registered: saved with the weights
+        else:
+            self.rnd = RND(cfg, spec)
 
     def intrinsic(self) -> IntrinsicSpec:
         """Discount and advantage coefficients of the intrinsic reward stream."""
         return IntrinsicSpec(self.cfg.gamma_int, self.cfg.ext_coef, self.cfg.int_coef)
 
+    def coefficients(self) -> dict[str, float]:
+        """a_RND, the predictor loss weight."""
+        return {"a_RND": self.cfg.coef}
+
+    @torch.no_grad()
+    def inputs(self, obs: torch.Tensor, embedding: torch.Tensor | None = None) -> torch.Tensor:
+        """What target and predictor see for observations ``(N, T, ...)``: the observations
+        themselves, or (modified RND) the detached embedding ``(N, T, D)`` of the slow
+        backbone, else of the agent's (``embedding`` when the agent computed it already)."""
+        if self.cfg.input == "obs":
+            return obs
+        if self.slow is not None:
+            return self.slow(obs)[0].float()
+        if embedding is not None:
+            return embedding.detach().float()
+        return self.agent_model.backbone(obs)[0].float()
+
     @torch.no_grad()
     def intrinsic_reward(self, batch: Batch) -> torch.Tensor:
         """Intrinsic reward ``(N, T)`` of each step's next observation (the reset step holds
         the final observation after an episode end); statistics updated first."""
-        nxt = next_observations(batch)
+        nxt = self.inputs(next_observations(batch))
         self.rnd.observe(nxt, batch.valid)
         return self.rnd.intrinsic_reward(nxt, batch.valid)
 
     def compute_loss(
-        self, mb: Batch, agent: Any
+        self, mb: Batch, agent: Any, embedding: torch.Tensor | None = None
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """``coef *`` the predictor loss on a random fraction of the minibatch's valid
         observations (the observations acted in: every reached observation is one)."""
-        loss = self.rnd.loss(mb.obs, mb.valid)
+        loss = self.rnd.loss(self.inputs(mb.obs, embedding), mb.valid)
         return {"loss_rnd_predictor": self.cfg.coef * loss}, {"stats/rnd_loss": loss.detach()}
 
+    def after_update(self) -> None:
+        """Advance the slow backbone (a copy every ``slow_period`` updates, or Polyak)."""
+        self.updates += 1
+        if self.slow is not None:
+            self.slow.update(self.updates)
+
     def extra_state(self) -> dict[str, Any]:
-        """The normalisers."""
-        return self.rnd.extra_state()
+        """The normalisers, the update count and the slow backbone's last update."""
+        state = self.rnd.extra_state() | {"updates": self.updates}
+        if self.slow is not None:
+            state["slow_last_update"] = self.slow.last_update
+        return state
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`extra_state`."""
         self.rnd.load_extra_state(state)
+        self.updates = int(state.get("updates", 0))
+        if self.slow is not None:
+            self.slow.last_update = int(state["slow_last_update"])
+
+
+def _device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter (CPU for a module without any)."""
+    return next(iter(module.parameters()), torch.empty(0)).device

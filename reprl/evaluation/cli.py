@@ -22,7 +22,7 @@ def load_agent(path: str | Path, device: str = "cpu") -> tuple[Any, Any, dict[st
     state = ckpt.load(ckpt.resolve(path))
     cfg = config_from_saved(state["config"])
     spec = make_env_spec(cfg.env)
-    agent = make_agent(cfg, spec, torch.device(device))
+    agent = make_agent(cfg, spec, torch.device(device), load_pretrained=False)
     try:
         agent.load_state_dict(state["agent"], optimizer=False)
     except RuntimeError as exc:

@@ -70,6 +70,18 @@ class AgentModel(nn.Module):
         out, policy_info = self.policy(y)
         return (out, state), _merge(backbone_info, neck_info, policy_info)
 
+    def from_embedding(
+        self, embedding: torch.Tensor, state: Any = None, is_first: torch.Tensor | None = None
+    ) -> tuple[tuple[PolicyOutput, Any], Info]:
+        """Neck and policy on the backbone's embedding ``(N, T, D)``: ``forward(obs)`` is
+        ``from_embedding(backbone(obs))``. Lets an agent share one backbone pass between its
+        loss and auxiliary losses on the same embedding (or detach it for one of them)."""
+        if state is None:
+            state = self.neck.initial_state(embedding.shape[0], embedding.device)
+        (y, state), neck_info = self.neck(embedding, state, is_first)
+        out, policy_info = self.policy(y)
+        return (out, state), _merge({}, neck_info, policy_info)
+
     def value_only(
         self, obs: torch.Tensor, state: Any = None, is_first: torch.Tensor | None = None
     ) -> tuple[tuple[torch.Tensor, Any], Info]:

@@ -3,6 +3,9 @@
 A backbone is built as ``cls(cfg, spec)`` from its config dataclass and the env's
 :class:`~reprl.types.EnvSpec`. ``uint8`` observations (images) stay ``uint8`` until here and
 are converted to float in ``[0, 1]`` inside ``forward``. Image backbones fold T into N.
+
+Every backbone config inherits :class:`~reprl.models.pretrained.BackboneInit` (``init_from``,
+``freeze``), which :func:`~reprl.models.build_model` applies after initialisation.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from torch import nn
 from reprl.errors import ConfigError
 from reprl.models.layers import MLP as MLPNet
 from reprl.models.layers import check_activation
+from reprl.models.pretrained import BackboneInit
 from reprl.registry import BACKBONES
 from reprl.types import EnvSpec
 
@@ -66,7 +70,7 @@ def _to_float(x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tens
 # MLP
 # ---------------------------------------------------------------------------------------------
 @dataclass
-class MLPConfig:
+class MLPConfig(BackboneInit):
     """Multi-layer perceptron over flattened observations."""
 
     hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
@@ -112,25 +116,56 @@ class MLP(Backbone):
 # ---------------------------------------------------------------------------------------------
 # Nature CNN (Mnih et al. 2015)
 # ---------------------------------------------------------------------------------------------
+LAST_LAYERS = ("linear", "conv")
+
+
 @dataclass
-class NatureCNNConfig:
-    """The DQN Nature network (Mnih et al. 2015): 3 convs and a linear layer, ReLU."""
+class NatureCNNConfig(BackboneInit):
+    """The DQN Nature network (Mnih et al. 2015): 3 convs and a linear layer, ReLU.
+
+    Variants for embedding studies: an extra hidden layer (``hidden_dim``; CleanRL's
+    ``ppo_rnd_envpool.py`` agent uses 256 then 448) and the last layer written as a conv
+    (``last_layer: conv``)."""
 
     features_dim: int = 512
-    """Size of the final linear layer (the feature dim D)."""
+    """Size of the last layer's output (the feature dim D, the embedding the policy and
+    auxiliaries see), e.g. 16, 448, 512, 2048."""
+    last_layer: str = "linear"
+    """linear: ``Linear(flat, D)`` on the flattened conv features (the paper's). conv: a
+    ``Conv2d`` with D output channels whose kernel covers the whole remaining feature map (7x7
+    for 84x84 frames), so its output is 1x1 and flattens to D. It is the conv form of a fully
+    connected layer: the same function class and the same parameter count (weight
+    ``(D, 64, 7, 7)`` is the linear ``(D, 64*7*7)`` reshaped in flatten order)."""
+    hidden_dim: int | None = None
+    """Optional hidden layer of this size (+ ReLU) before the last layer; null: none (the
+    paper's). With last_layer conv it is the whole-map conv and the last layer a 1x1 conv."""
     channels_last: bool = False
     """Run the convolutions in ``torch.channels_last`` memory format (faster on CPUs with
     oneDNN and on tensor-core GPUs; same results within float tolerance)."""
 
+    def validate(self, path: str) -> None:
+        """Called by the config loader after construction; ``path`` is e.g. model.backbone."""
+        if self.last_layer not in LAST_LAYERS:
+            raise ConfigError(
+                f"{path}.last_layer: unknown '{self.last_layer}'; valid: {', '.join(LAST_LAYERS)}"
+            )
+        if self.features_dim <= 0:
+            raise ConfigError(f"{path}.features_dim: must be positive, got {self.features_dim}")
+        if self.hidden_dim is not None and self.hidden_dim <= 0:
+            raise ConfigError(f"{path}.hidden_dim: must be positive or null, got {self.hidden_dim}")
+
 
 class _ConvBackbone(Backbone):
-    """Shared ``forward`` of image backbones: fold T into N, convs, flatten, linear head."""
+    """Shared ``forward`` of image backbones: fold T into N, convs, flatten, head."""
 
     obs_ndim = 3
     convs: nn.Module
     """Convolutional stack, ``(B, C, H, W) -> (B, C', H', W')``."""
     head: nn.Module
-    """Flattened conv features -> ``(B, D)``."""
+    """Flattened conv features -> ``(B, D)`` (``(B, C', H', W') -> (B, D, 1, 1)`` when
+    :attr:`head_on_map`)."""
+    head_on_map: bool = False
+    """The head takes the unflattened conv feature map (a conv head)."""
 
     def __init__(self, spec: EnvSpec, channels_last: bool) -> None:
         super().__init__(spec)
@@ -141,23 +176,28 @@ class _ConvBackbone(Backbone):
             return self.convs(torch.zeros(1, *self.obs_shape)).numel()
 
     def _finish(self) -> None:
-        """Convert conv weights to the chosen memory format (after layers are built)."""
-        self.convs.to(memory_format=self.memory_format)
+        """Convert conv weights (every 4-D tensor: ``Module.to`` leaves linear weights as they
+        are) to the chosen memory format, after the layers are built."""
+        self.to(memory_format=self.memory_format)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, Info]:
         """``(N, T, C, H, W) -> ((N, T, D), {})``; T is folded into N for the convs."""
         self._check(obs)
         n, t = obs.shape[:2]
         x = _to_float(obs.reshape(n * t, *self.obs_shape), self.memory_format)
-        x = self.head(self.convs(x).flatten(1))
+        x = self.convs(x)
+        x = self.head(x).flatten(1) if self.head_on_map else self.head(x.flatten(1))
         return x.view(n, t, -1), {}
 
 
 @BACKBONES.register("nature_cnn", NatureCNNConfig)
 class NatureCNN(_ConvBackbone):
-    """Conv 32 8x8 s4, conv 64 4x4 s2, conv 64 3x3 s1, linear ``features_dim``; ReLU."""
+    """Conv 32 8x8 s4, conv 64 4x4 s2, conv 64 3x3 s1, [hidden], last layer ``features_dim``;
+    ReLU after each. Parameter names: ``convs.{0,2,4}``, then ``head.0`` (and ``head.2`` with
+    a hidden layer), linear or conv as ``last_layer`` says."""
 
     def __init__(self, cfg: NatureCNNConfig, spec: EnvSpec) -> None:
+        cfg.validate("model.backbone")  # also when built from an unvalidated config
         super().__init__(spec, cfg.channels_last)
         c = self.obs_shape[0]
         self.convs = nn.Sequential(
@@ -168,7 +208,22 @@ class NatureCNN(_ConvBackbone):
             nn.Conv2d(64, 64, 3, stride=1),
             nn.ReLU(),
         )
-        self.head = nn.Sequential(nn.Linear(self._conv_out_dim(), cfg.features_dim), nn.ReLU())
+        with torch.no_grad():
+            channels, height, width = self.convs(torch.zeros(1, *self.obs_shape)).shape[1:]
+        sizes = [cfg.hidden_dim, cfg.features_dim] if cfg.hidden_dim else [cfg.features_dim]
+        layers: list[nn.Module] = []
+        if cfg.last_layer == "conv":
+            kernel = (height, width)  # the first layer sees the whole map, the next are 1x1
+            for size in sizes:
+                layers += [nn.Conv2d(channels, size, kernel), nn.ReLU()]
+                channels, kernel = size, (1, 1)
+            self.head_on_map = True
+        else:
+            in_dim = channels * height * width
+            for size in sizes:
+                layers += [nn.Linear(in_dim, size), nn.ReLU()]
+                in_dim = size
+        self.head = nn.Sequential(*layers)
         self.out_dim = cfg.features_dim
         self._finish()
 
@@ -180,7 +235,7 @@ HEADS = ("relu", "layernorm_tanh", "none")
 
 
 @dataclass
-class ConvConfig:
+class ConvConfig(BackboneInit):
     """A plain conv stack (each conv followed by ReLU), flattened, then an optional linear
     head. Defaults: the pixel encoder of SAC-AE (Yarats et al. 2019) and DrQ (Kostrikov et
     al. 2020): four 3x3 convs of 32 channels, strides 2, 1, 1, 1, then linear to 50,
@@ -263,7 +318,7 @@ class ConvNet(_ConvBackbone):
 # IMPALA CNN (Espeholt et al. 2018)
 # ---------------------------------------------------------------------------------------------
 @dataclass
-class ImpalaCNNConfig:
+class ImpalaCNNConfig(BackboneInit):
     """The IMPALA residual network (Espeholt et al. 2018, figure 3), as in Procgen baselines."""
 
     channels: list[int] = field(default_factory=lambda: [16, 32, 32])

@@ -17,7 +17,8 @@ class ModelConfig:
     """
 
     backbone: dict[str, Any] = field(default_factory=lambda: {"name": "mlp"})
-    """Backbone (``reprl list backbones``): observations -> features, e.g. mlp, nature_cnn."""
+    """Backbone (``reprl list backbones``): observations -> features, e.g. mlp, nature_cnn.
+    Every backbone also takes ``init_from`` (pretrained weights) and ``freeze``."""
     neck: dict[str, Any] = field(default_factory=lambda: {"name": "identity"})
     """Neck: temporal integration of features (identity for feed-forward agents)."""
     policy: dict[str, Any] = field(default_factory=lambda: {"name": "actor_critic"})
