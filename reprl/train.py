@@ -157,6 +157,9 @@ def _train(
     agent = make_agent(cfg, spec, device)
     dist.broadcast_module(agent.model)
     torch.manual_seed(cfg.seed + rank)  # sampling differs per rank
+    if resume_state is None:  # e.g. RND's statistics from random-policy steps
+        for aux in agent.auxiliaries.values():
+            aux.warmup(envs, env_seed + 104_729)
     source = agent.make_source(envs, env_seed, device)
 
     config_dict = to_dict(cfg)

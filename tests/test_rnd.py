@@ -187,3 +187,37 @@ def test_auxiliaries_need_an_agent_that_trains_them(tmp_path: Path) -> None:
                 ]
             )
         )
+
+
+@pytest.mark.parametrize("mode", ["random", "policy"])
+def test_observation_statistics_start_from_random_policy_steps(mode: str, tmp_path: Path) -> None:
+    """obs_norm_init=random (the paper's) initialises the statistics with random actions
+    before training, so intrinsic rewards flow from the first rollout; =policy waits for the
+    agent's own first observations."""
+    import json
+
+    train(
+        load_config(
+            [
+                "experiment=ppo_rnd_deepsea",
+                "total_steps=2048",
+                "stop_on_solved=false",
+                f"aux.rnd.obs_norm_init={mode}",
+                "aux.rnd.obs_norm_init_steps=1024",
+                "eval.every_steps=0",
+                "eval.at_end=false",
+                *QUIET,
+                f"run_dir={tmp_path}",
+            ]
+        )
+    )
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    first = next(r for r in rows if "stats/reward_int" in r)
+    state = ckpt.load(ckpt.resolve(tmp_path))["agent"]["aux"]["rnd"]["extra"]
+    if mode == "random":
+        assert first["stats/reward_int"] > 0
+        # 1024 warm-up observations (in blocks of 32 steps x 8 envs) plus the 2048 trained on
+        assert 1024 + 2048 * 15 // 16 - 16 <= int(state["seen"]) <= 1024 + 256 + 2048
+    else:
+        assert first["stats/reward_int"] == 0.0
+        assert int(state["seen"]) <= 2048

@@ -55,6 +55,10 @@ class Auxiliary(nn.Module):
         """The weights this auxiliary applies to its losses, e.g. ``{"a_RND": 1.0}``."""
         return {}
 
+    def warmup(self, envs: Any, seed: int) -> None:
+        """Before training starts (not on resume): e.g. statistics from random-policy steps.
+        The agent's Source resets the envs afterwards."""
+
     def intrinsic(self) -> IntrinsicSpec | None:
         """The intrinsic reward stream this auxiliary produces (None: none)."""
         return None

@@ -21,6 +21,13 @@ leaky ReLU) + linear to ``embedding_dim`` (512); predictor = the same convs + 3 
 layers (512, 512, ``embedding_dim``) with ReLU; orthogonal init gain sqrt(2) as CleanRL.
 Vector observations use MLPs of ``hidden_sizes``. The agent integration (two value heads,
 non-episodic intrinsic returns, advantage coefficients) lives in the agents.
+
+**Modified RND** (``aux.rnd.input=embedding``, issue 4): target and predictor are MLPs on the
+agent backbone's embedding of the whole stacked observation instead of convs on the last
+frame, so the exploration bonus lives in the representation the policy uses (and that SSL
+auxiliaries shape). The embedding is detached, normalised like observations, and optionally
+taken from a slow copy of the backbone (periodic hard copies or Polyak averaging, the shared
+:class:`~reprl.optim.target.TargetNetwork`) so the predictor's inputs drift slowly.
 """
 
 from __future__ import annotations
@@ -60,7 +67,12 @@ class RNDConfig:
     obs_clip: float = 5.0
     """Normalised observations are clipped to [-obs_clip, obs_clip]."""
     obs_norm_init_steps: int = 1024
-    """Observations seen before intrinsic rewards are used (initialises the statistics)."""
+    """Observations that initialise the normalisation statistics before intrinsic rewards
+    are used."""
+    obs_norm_init: str = "random"
+    """Where those observations come from: ``random`` (the paper and CleanRL: uniformly random
+    actions in the training envs before training starts) or ``policy`` (the agent's first
+    rollouts, which get no intrinsic reward until then)."""
 
     def validate(self, path: str) -> None:
         """Reject impossible values at load time."""
@@ -70,6 +82,10 @@ class RNDConfig:
             raise ConfigError(f"{path}.gamma_int: must be in [0, 1]")
         if self.embedding_dim < 1 or any(h < 1 for h in self.hidden_sizes):
             raise ConfigError(f"{path}: embedding_dim and hidden_sizes must be positive")
+        if self.obs_norm_init not in ("random", "policy"):
+            raise ConfigError(
+                f"{path}.obs_norm_init: unknown '{self.obs_norm_init}'; valid: policy, random"
+            )
         if self.obs_clip <= 0 or self.obs_norm_init_steps < 0 or self.coef < 0:
             raise ConfigError(f"{path}: obs_clip > 0, obs_norm_init_steps >= 0, coef >= 0")
 
@@ -362,6 +378,30 @@ class RNDAuxiliary(Auxiliary):
         if embedding is not None:
             return embedding.detach().float()
         return self.agent_model.backbone(obs)[0].float()
+
+    @torch.no_grad()
+    def warmup(self, envs: Any, seed: int) -> None:
+        """``obs_norm_init=random``: step the envs with uniformly random actions until
+        ``obs_norm_init_steps`` observations initialised the statistics (CleanRL's
+        ``num_iterations_obs_norm_init`` loop; Burda et al. 2018, section 2.4)."""
+        if self.cfg.obs_norm_init != "random" or self.rnd.ready:
+            return
+        spec, n = envs.spec, envs.num_envs
+        rng = np.random.default_rng(seed)
+        device = _device(self.rnd)
+        frames = [np.asarray(envs.reset(seed=seed))]
+        chunk = max(1, 256 // n)  # observe in (N, chunk) blocks
+        while not self.rnd.ready:
+            if spec.discrete:
+                actions = rng.integers(0, spec.num_actions, size=n)
+            else:
+                low, high = spec.action_low, spec.action_high
+                actions = rng.uniform(low, high, size=(n, *spec.action_shape)).astype(np.float32)
+            frames.append(np.asarray(envs.step(actions).obs))
+            if len(frames) >= chunk:
+                obs = torch.from_numpy(np.stack(frames, axis=1)).to(device)
+                self.rnd.observe(self.inputs(obs))
+                frames = []
 
     @torch.no_grad()
     def intrinsic_reward(self, batch: Batch) -> torch.Tensor:
