@@ -1,4 +1,5 @@
-"""The ``reprl`` command: train, eval, list, config, suite, sweep.
+"""The ``reprl`` command: train, eval, list, config, suite, sweep, and the tools of
+:mod:`reprl.tools` (video, progression, play, inspect, plot, compare, audit, export).
 
 User mistakes (ReprlError) print one line to stderr and exit 2; a run stopped by a
 non-finite loss exits 1. Nothing a user can cause prints a traceback.
@@ -7,12 +8,16 @@ non-finite loss exits 1. Nothing a user can cause prints a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import sys
 from typing import Any
 
 from reprl.errors import ReprlError
 
+TOOLS = ("video", "progression", "play", "inspect", "plot", "compare", "audit", "export")
+"""Subcommands implemented by modules of :mod:`reprl.tools` (see its docstring)."""
 LISTABLE = ("experiments", "envs", "agents", "backbones", "necks", "policies", "auxiliaries")
 SUITE_DESCRIPTION = (
     "Train every task x seed of a benchmark in parallel processes (resumable), then write "
@@ -134,8 +139,8 @@ def _cmd_suite(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from reprl.sweep import options
-    from reprl.sweep.sweep import SweepRequest, run_sweep
+    from reprl.tools.sweep import options
+    from reprl.tools.sweep.sweep import SweepRequest, run_sweep
 
     # As for suite: options may also follow the overrides, so what follows ``reprl sweep`` is
     # parsed again by a parser without subcommands.
@@ -226,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_suite_options(p)
     p.set_defaults(fn=_cmd_suite)
 
-    from reprl.sweep import options as sweep_options
+    from reprl.tools.sweep import options as sweep_options
 
     p = sub.add_parser(
         "sweep",
@@ -239,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep_options.add_options(p)
     p.set_defaults(fn=_cmd_sweep)
+
+    for name in TOOLS:  # reprl/tools/<name>.py: add_parser(sub) adds the subcommand
+        module = f"reprl.tools.{name}"
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module).add_parser(sub)
     return parser
 
 

@@ -18,8 +18,8 @@ import yaml
 
 from reprl.cli import main
 from reprl.errors import ConfigError, ReprlError
-from reprl.sweep.spec import format_value, load_spec, param_overrides, parse_spec
-from reprl.sweep.trial import MetricsTail
+from reprl.tools.sweep.spec import format_value, load_spec, param_overrides, parse_spec
+from reprl.tools.sweep.trial import MetricsTail
 
 # Tiny runs: 2 PPO iterations of 8 envs x 32 steps, evaluations of one episode, no TensorBoard.
 TINY = [
@@ -73,7 +73,7 @@ def test_shipped_specs() -> None:
     lr = load_spec("ppo_cartpole_lr")
     assert lr.sampler == "tpe" and set(lr.params) == {"agent.lr", "agent.ent_coef"}
     if importlib.util.find_spec("optuna") is not None:  # its keys are valid for ppo_cartpole
-        from reprl.sweep.sweep import SweepRequest, prepare
+        from reprl.tools.sweep.sweep import SweepRequest, prepare
 
         plan = prepare(SweepRequest(["experiment=ppo_cartpole", "sweep=ppo_cartpole_lr"]))
         assert plan.trials == 20 and plan.out == Path("runs/sweep-ppo_cartpole-ppo_cartpole_lr")
@@ -175,7 +175,7 @@ def test_metrics_tail_reads_whole_new_lines_only(tmp_path: Path) -> None:
 
 def run(tmp_path: Path, spec: Path, *args: str) -> tuple[int, str]:
     """``reprl sweep`` in-process; (exit code, output)."""
-    from reprl.sweep.sweep import SweepRequest, run_sweep
+    from reprl.tools.sweep.sweep import SweepRequest, run_sweep
 
     request = SweepRequest(overrides=[*TINY, f"sweep={spec}"], jobs=2, out=tmp_path / "sweep")
     for arg in args:
@@ -205,7 +205,7 @@ def last_eval(run_dir: Path) -> float:
 def test_sweep_writes_results_and_resumes_retrying_a_stale_trial(tmp_path: Path) -> None:
     optuna = pytest.importorskip("optuna")
     from reprl.config import load_config
-    from reprl.sweep.study import distributions
+    from reprl.tools.sweep.study import distributions
 
     spec_path = write_spec(
         tmp_path / "lr.yaml",
@@ -307,7 +307,7 @@ def test_pruned_trial_is_recorded_and_its_run_stopped(tmp_path: Path) -> None:
             "pruner": {"type": "threshold", "lower": 1.0e9},
         },
     )
-    from reprl.sweep.sweep import SweepRequest, run_sweep
+    from reprl.tools.sweep.sweep import SweepRequest, run_sweep
 
     out = tmp_path / "sweep"
     overrides = [*TINY, "total_steps=1000000", f"sweep={spec_path}"]
@@ -380,7 +380,7 @@ def test_bad_param_key_and_pruner_option_fail_before_any_trial(tmp_path: Path) -
 
 
 def test_missing_optuna_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    from reprl.sweep.study import require_optuna
+    from reprl.tools.sweep.study import require_optuna
 
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna -> ImportError
     with pytest.raises(ReprlError, match=r"pip install -e '\.\[sweep\]'"):

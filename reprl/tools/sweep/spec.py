@@ -15,7 +15,7 @@ A spec is a file (``sweep=path/to/spec.yaml``) or the name of one shipped in
     trials: 20                    # finished trials wanted (default of --trials)
 
 Nothing here imports Optuna: a spec is checked (and its mistakes named in one line) before
-Optuna is needed. :mod:`reprl.sweep.sweep` turns it into Optuna objects.
+Optuna is needed. :mod:`reprl.tools.sweep.sweep` turns it into Optuna objects.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import yaml
 
 from reprl.errors import ConfigError, choices_hint
 
-SPEC_DIR = Path(__file__).parents[1] / "configs" / "sweep"
+SPEC_DIR = Path(__file__).parents[2] / "configs" / "sweep"
 """Where the shipped specs live (``sweep=NAME``)."""
 PARAM_TYPES = ("categorical", "float", "int")
 SAMPLERS = ("grid", "random", "tpe")

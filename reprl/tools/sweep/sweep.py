@@ -1,6 +1,6 @@
 """``reprl sweep``: a hyperparameter search with Optuna, one ``reprl train`` process per trial.
 
-1. **Validate once.** The spec (:mod:`reprl.sweep.spec`) and the command's overrides are
+1. **Validate once.** The spec (:mod:`reprl.tools.sweep.spec`) and the command's overrides are
    checked before anything starts: the base config and configs with every parameter at its
    bounds and at each of its choices are loaded, so a misspelt key fails in one line.
 2. **Study.** An Optuna study named after the sweep folder, in ``sqlite:///<out>/optuna.db``
@@ -16,7 +16,7 @@
 4. **Resume.** The sweep runs until the study holds ``--trials`` finished (complete or
    pruned) trials: rerunning the same command continues it. Trials left running by a sweep
    that died (its process gone, or no heartbeat for
-   :data:`~reprl.sweep.study.STALE_AFTER_S` seconds) are marked failed; they, and those
+   :data:`~reprl.tools.sweep.study.STALE_AFTER_S` seconds) are marked failed; they, and those
    stopped by Ctrl-C, are retried with the same parameters (from scratch, in a new run
    folder). A grid sweep also retries its crashed points.
 5. **Results.** ``trials.csv``, ``best.yaml`` (the best trial's ``reprl train`` overrides)
@@ -42,9 +42,9 @@ import yaml
 
 from reprl.errors import ConfigError, ReprlError
 from reprl.suite.runner import INTERRUPTED, available_cores, exclusive
-from reprl.sweep import report
-from reprl.sweep.spec import SweepSpec, list_specs, load_spec, param_overrides
-from reprl.sweep.study import (
+from reprl.tools.sweep import report
+from reprl.tools.sweep.spec import SweepSpec, list_specs, load_spec, param_overrides
+from reprl.tools.sweep.study import (
     build_pruner,
     build_sampler,
     distributions,
@@ -52,7 +52,7 @@ from reprl.sweep.study import (
     recover,
     require_optuna,
 )
-from reprl.sweep.trial import TrialProcess, last_line, set_aside, start_trial
+from reprl.tools.sweep.trial import TrialProcess, last_line, set_aside, start_trial
 
 RESERVED_KEYS = ("run_dir", "resume")
 """Keys the sweep sets for every trial (a command or spec may not set them)."""

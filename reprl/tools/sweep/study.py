@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from reprl.errors import ConfigError, ReprlError, choices_hint
-from reprl.sweep.spec import SweepSpec
+from reprl.tools.sweep.spec import SweepSpec
 
 INSTALL_HINT = "optuna is not installed: pip install -e '.[sweep]' (or pip install optuna==5.0.0)"
 SETTINGS_ATTR = "reprl_sweep"

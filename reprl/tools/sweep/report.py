@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from reprl.sweep.spec import SweepSpec, param_overrides
+from reprl.tools.sweep.spec import SweepSpec, param_overrides
 
 TABLE_ROWS = 10
 """Trials shown in the printed table (the best ones)."""
