@@ -43,15 +43,15 @@ import os
 import shlex
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from reprl.errors import ReprlError
+from reprl.runs.processes import StopRequests, last_line
 
 LOG_NAME = "run.log"
 """Each job's stdout and stderr, appended over attempts, in its folder."""
@@ -196,17 +196,6 @@ def set_aside(run_dir: Path, keep: Sequence[str] = (LOG_NAME,)) -> Path | None:
     return target
 
 
-def _last_line(path: Path, max_bytes: int = 8192) -> str:
-    """The last non-empty line of a (possibly large) log file."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - max_bytes))
-            lines = f.read().decode(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
-
-
 def _duration(seconds: float) -> str:
     """``1h02m03s`` / ``2m03s`` / ``3.4s``."""
     if seconds < 60:
@@ -223,28 +212,6 @@ class _Running:
     log: IO[bytes]
     start: float
     signals_sent: int = 0
-
-
-class _StopRequests:
-    """Counts SIGINT/SIGTERM while installed (main thread only) instead of raising, so a
-    signal never lands between starting a child and recording it."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopRequests:
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._previous[s] = signal.signal(s, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.count += 1
-
-    def __exit__(self, *exc: object) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
 
 
 def _check_jobs(jobs: Sequence[Job]) -> None:
@@ -339,14 +306,12 @@ def run_jobs(
         else:
             status[r.job.key] = "failed"
             reason = (
-                _last_line(r.job.log)
-                if rc != 0
-                else f"exited 0 without writing {r.job.result_name}"
+                last_line(r.job.log) if rc != 0 else f"exited 0 without writing {r.job.result_name}"
             )
             report.failed.append(Failure(r.job.key, rc, reason, r.job.log))
             echo(f"{progress()} {r.job.key}: FAILED (exit {rc}): {reason} (log: {r.job.log})")
 
-    with _StopRequests() as stop:
+    with StopRequests() as stop:
         stopping_since: float | None = None
         forced_at: float | None = None
         try:

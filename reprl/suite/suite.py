@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from reprl.errors import ConfigError
+from reprl.runs.processes import first_difference
 from reprl.suite import aggregate as agg
 from reprl.suite.protocol import Protocol, get_protocol
 from reprl.suite.runner import INTERRUPTED, Job, RunReport, exclusive, has_checkpoint, run_jobs
@@ -89,30 +90,13 @@ def _quote(path: Path) -> str:
     return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _first_difference(saved: Any, new: Any, prefix: str = "") -> str | None:
-    """The first dotted key whose value differs, with both values; None when equal."""
-    if isinstance(saved, dict) and isinstance(new, dict):
-        for key in list(saved) + [k for k in new if k not in saved]:
-            path = f"{prefix}.{key}" if prefix else str(key)
-            if key not in saved or key not in new:
-                where = "this command" if key not in saved else "the saved suite"
-                return f"{path}: only in {where}"
-            diff = _first_difference(saved[key], new[key], path)
-            if diff:
-                return diff
-        return None
-    if saved != new:
-        return f"{prefix}: {json.dumps(saved)} saved, {json.dumps(new)} now"
-    return None
-
-
 def check_settings(out: Path, settings: dict[str, Any]) -> None:
     """Compare ``settings`` with those saved in ``<out>/suite.yaml``; fail on a difference."""
     path = out / SETTINGS_FILE
     if path.is_file():
         saved = yaml.safe_load(path.read_text()) or {}
         saved_settings = {k: saved.get(k) for k in settings}
-        diff = _first_difference(saved_settings, settings)
+        diff = first_difference(saved_settings, settings, "the saved suite")
         if diff:
             raise ConfigError(
                 f"{out} holds a suite run with other settings ({diff}): use the same settings "
@@ -149,7 +133,7 @@ def check_runs(
         if not (job.result.is_file() or has_checkpoint(job.run_dir)) or not path.is_file():
             continue
         saved = settings_config(yaml.safe_load(path.read_text()) or {}, protocol)
-        diff = _first_difference(saved, config)
+        diff = first_difference(saved, config, "the saved suite")
         if diff is None and job.result.is_file():
             done = json.loads(job.result.read_text()).get("episodes")
             diff = (

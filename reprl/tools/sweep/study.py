@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from reprl.errors import ConfigError, ReprlError, choices_hint
+from reprl.runs.processes import first_difference
 from reprl.tools.sweep.spec import SweepSpec
 
 INSTALL_HINT = "optuna is not installed: pip install -e '.[sweep]' (or pip install optuna==5.0.0)"
@@ -114,22 +115,6 @@ def _grid_sampler_class() -> Any:
 # ----------------------------------------------------------------------------- study
 
 
-def _first_difference(saved: Any, new: Any, prefix: str = "") -> str | None:
-    """The first dotted key whose value differs, with both values; None when equal."""
-    if isinstance(saved, dict) and isinstance(new, dict):
-        for key in list(saved) + [k for k in new if k not in saved]:
-            path = f"{prefix}.{key}" if prefix else str(key)
-            if key not in saved or key not in new:
-                return f"{path}: only in {'this command' if key not in saved else 'the study'}"
-            diff = _first_difference(saved[key], new[key], path)
-            if diff:
-                return diff
-        return None
-    if saved != new:
-        return f"{prefix}: {json.dumps(saved)} saved, {json.dumps(new)} now"
-    return None
-
-
 def open_study(
     url: str, name: str, spec: SweepSpec, base: list[str], sampler: Any, pruner: Any
 ) -> Any:
@@ -156,7 +141,7 @@ def open_study(
     if saved is None:
         study.set_user_attr(SETTINGS_ATTR, settings)
     else:
-        diff = _first_difference(saved, settings)
+        diff = first_difference(saved, settings, "the study")
         if diff:
             raise ConfigError(
                 f"study '{name}' in {url} was started with other settings "

@@ -28,10 +28,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import signal
 import socket
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -41,6 +39,7 @@ from typing import Any
 import yaml
 
 from reprl.errors import ConfigError, ReprlError
+from reprl.runs.processes import StopRequests, last_line
 from reprl.suite.runner import INTERRUPTED, available_cores, exclusive
 from reprl.tools.sweep import report
 from reprl.tools.sweep.spec import SweepSpec, list_specs, load_spec, param_overrides
@@ -52,7 +51,7 @@ from reprl.tools.sweep.study import (
     recover,
     require_optuna,
 )
-from reprl.tools.sweep.trial import TrialProcess, last_line, set_aside, start_trial
+from reprl.tools.sweep.trial import TrialProcess, set_aside, start_trial
 
 RESERVED_KEYS = ("run_dir", "resume")
 """Keys the sweep sets for every trial (a command or spec may not set them)."""
@@ -156,27 +155,6 @@ def _probe_overrides(spec: SweepSpec) -> list[list[str]]:
 
 
 # ----------------------------------------------------------------------------- running
-
-
-class _StopRequests:
-    """Counts SIGINT/SIGTERM while installed (main thread only) instead of raising."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopRequests:
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._previous[s] = signal.signal(s, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.count += 1
-
-    def __exit__(self, *exc: object) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
 
 
 class _Scheduler:
@@ -303,7 +281,7 @@ class _Scheduler:
     def run(self, poll_s: float = 0.5) -> None:
         """Start, watch and finish trials until done (or stopped by Ctrl-C)."""
         last_beat = time.monotonic()
-        with _StopRequests() as stop:
+        with StopRequests() as stop:
             try:
                 while True:
                     # stop requests: every run saves a checkpoint and exits

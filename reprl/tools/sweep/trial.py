@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shlex
 import signal
 import subprocess
@@ -176,14 +175,3 @@ def set_aside(run_dir: Path) -> Path | None:
     target = run_dir.with_name(f"{run_dir.name}.old{n}")
     run_dir.rename(target)
     return target
-
-
-def last_line(path: Path, max_bytes: int = 8192) -> str:
-    """The last non-empty line of a log file ('' when there is none)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - max_bytes))
-            lines = f.read().decode(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
