@@ -2,4 +2,4 @@
 
 Importing this package registers them in ``reprl.registry.AUXILIARIES``."""
 
-from reprl.auxiliaries import rnd, ssl  # noqa: F401
+from reprl.auxiliaries import barlow, byol, rnd  # noqa: F401
