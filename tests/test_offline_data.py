@@ -198,3 +198,55 @@ def test_segments_of_several_checkpoints_sample_together(tmp_path: Path) -> None
         sampler.sample(2, "test")
     with pytest.raises(ReprlError, match="no window of 9 steps"):
         WindowSampler(segments, seq_len=9).sample(2)
+
+
+# ----------------------------------------------------------------------------- Minari
+def test_minari_dataset_loads_as_one_segment_of_episodes(tmp_path: Path) -> None:
+    """A real Minari dataset (written with minari's own API) reads back step for step;
+    windows never join its episodes."""
+    minari = pytest.importorskip("minari")
+    import gymnasium as gym
+    from minari.data_collector import EpisodeBuffer
+
+    from reprl.data.datasets.minari import load_minari
+
+    rng = np.random.default_rng(0)
+    episodes = []
+    for e, n in enumerate([5, 8, 3]):
+        obs = rng.normal(size=(n + 1, 4)).astype(np.float32)
+        obs[:, 0] = e  # the episode's id in the first feature
+        end = np.zeros(n, bool)
+        end[-1] = True
+        episodes.append(
+            EpisodeBuffer(
+                observations=obs,
+                actions=rng.integers(0, 2, n),
+                rewards=rng.normal(size=n),
+                terminations=end if e != 1 else np.zeros(n, bool),
+                truncations=end if e == 1 else np.zeros(n, bool),
+            )
+        )
+    root = tmp_path / "minari"
+    import os
+
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        minari.create_dataset_from_buffers(
+            "cartpole/reprl-test-v0", episodes, env=gym.make("CartPole-v1"), algorithm_name="x"
+        )
+    finally:
+        if old is None:
+            os.environ.pop("MINARI_DATASETS_PATH")
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+    seg = load_minari("cartpole/reprl-test-v0", root=root)
+    assert len(seg) == 16 and seg.obs.shape == (16, 4)
+    np.testing.assert_array_equal(seg.obs[:5], episodes[0].observations[:5])
+    np.testing.assert_array_equal(seg.action[5:13], episodes[1].actions)
+    assert seg.truncated[12] and not seg.terminal[12] and seg.terminal[4] and seg.terminal[15]
+    batch = WindowSampler([seg], seq_len=3).sample(100)
+    ids = batch.obs[..., 0].numpy()
+    assert (ids == ids[:, :1]).all()
+    with pytest.raises(ReprlError, match="no local Minari dataset 'nope/x-v0'"):
+        load_minari("nope/x-v0", root=root)

@@ -139,7 +139,7 @@ class WindowSampler:
         self.num_episodes = {"train": len(keys) - n_val, "val": n_val}
         for si, ix in enumerate(self.index):
             room = ix.episode_end - np.arange(len(ix.episode_end)) + 1 >= seq_len
-            in_val = np.array([(si, int(e)) in val for e in ix.episode_id], dtype=bool)
+            in_val = np.isin(ix.episode_id, [e for s, e in val if s == si])
             ix.starts = {
                 "train": np.flatnonzero(room & ~in_val),
                 "val": np.flatnonzero(room & in_val),
