@@ -16,9 +16,29 @@ from typing import Any
 
 from reprl.errors import ReprlError
 
-TOOLS = ("video", "progression", "play", "inspect", "plot", "compare", "audit", "export")
+TOOLS = (
+    "video",
+    "progression",
+    "play",
+    "inspect",
+    "plot",
+    "compare",
+    "audit",
+    "export",
+    "collect",
+    "probe",
+)
 """Subcommands implemented by modules of :mod:`reprl.tools` (see its docstring)."""
-LISTABLE = ("experiments", "envs", "agents", "backbones", "necks", "policies", "auxiliaries")
+LISTABLE = (
+    "experiments",
+    "envs",
+    "agents",
+    "backbones",
+    "necks",
+    "policies",
+    "auxiliaries",
+    "trainers",
+)
 SUITE_DESCRIPTION = (
     "Train every task x seed of a benchmark in parallel processes (resumable), then write "
     "results.csv, table.md/csv (human-normalised scores, mean/median/IQM with 95% stratified "
@@ -89,6 +109,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         "necks": registry.NECKS.names(),
         "policies": registry.POLICIES.names(),
         "auxiliaries": registry.AUXILIARIES.names(),
+        "trainers": registry.TRAINERS.names(),
     }
     for name, items in tables.items():
         if what in ("all", name):

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reprl.data.datasets.config import DatasetConfig
 from reprl.envs.config import EnvConfig
 from reprl.errors import ConfigError, choices_hint
+from reprl.evaluation.probes import ProbeConfig
 from reprl.models.config import ModelConfig
 from reprl.optim.schedules import Schedule
 from reprl.schema import component_config, field_docs, from_dict
@@ -35,6 +37,9 @@ class EvalConfig:
     """Act with the distribution's mode instead of sampling."""
     at_end: bool = True
     """Also evaluate when training ends."""
+    video_every: int = 0
+    """Record one evaluation episode every K evaluations (the K-th, 2K-th, ...) to
+    ``<run_dir>/videos/step_<n>.mp4``, TensorBoard and wandb; 0: never."""
 
 
 @dataclass
@@ -98,6 +103,15 @@ class TrainConfig:
     aux: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Auxiliary components by name with their options (``reprl list auxiliaries``), e.g.
     ``aux.rnd.coef=1`` switches RND on; none by default."""
+    trainer: dict[str, Any] = field(default_factory=dict)
+    """A self-supervised pretraining trainer with its registry name (config group trainer,
+    ``reprl list trainers``), e.g. ``trainer=byol``: the run pretrains ``model.backbone`` on
+    ``dataset`` instead of training ``agent`` on ``env`` (whose spec still gives the
+    observation shape and action count). Empty: RL training."""
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    """The offline dataset pretraining reads (config group dataset)."""
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    """The light-weight probes that evaluate pretraining (Zhang et al. 2022)."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Periodic evaluation."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -122,6 +136,11 @@ def validate(cfg: TrainConfig) -> None:
     component_config(POLICIES, cfg.model.policy, "model.policy")
     for name, options in cfg.aux.items():
         aux_config(name, options)
+    if cfg.trainer:
+        from reprl.registry import TRAINERS
+
+        component_config(TRAINERS, cfg.trainer, "trainer")
+        cfg.dataset.check_usable("dataset")
     check_env_config(cfg.env)  # unknown id/backend, backend that cannot run this id, ...
     if cfg.total_steps <= 0:
         raise ConfigError(f"total_steps: must be positive, got {cfg.total_steps}")
@@ -129,6 +148,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"env.num_envs: must be >= 1, got {cfg.env.num_envs}")
     if cfg.eval.episodes < 1:
         raise ConfigError(f"eval.episodes: must be >= 1, got {cfg.eval.episodes}")
+    if cfg.eval.video_every < 0:
+        raise ConfigError(f"eval.video_every: must be >= 0 (0: never), got {cfg.eval.video_every}")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
         raise ConfigError(f"device: unknown '{cfg.device}'; valid: auto, cpu, cuda, cuda:N, mps")
     if cfg.device.startswith("cuda"):
@@ -198,7 +219,16 @@ def _valid_keys_hint(key: str) -> str:
     return choices_hint(parts[-1], names)
 
 
-GROUPS = ("env", "agent", "experiment", "model/backbone", "model/neck", "model/policy")
+GROUPS = (
+    "env",
+    "agent",
+    "experiment",
+    "model/backbone",
+    "model/neck",
+    "model/policy",
+    "trainer",
+    "dataset",
+)
 
 
 def _split_overrides(overrides: list[str]) -> tuple[list[str], list[tuple[str, Any]]]:
@@ -323,6 +353,7 @@ def _import_components() -> None:
     import reprl.auxiliaries  # noqa: F401
     import reprl.envs  # noqa: F401
     import reprl.models  # noqa: F401
+    import reprl.trainers  # noqa: F401
 
 
 # ----------------------------------------------------------------------------- documentation
@@ -330,7 +361,7 @@ def _import_components() -> None:
 
 def describe(cfg: Any, prefix: str = "") -> list[tuple[str, Any, str]]:
     """Flatten a resolved config into (key, value, documentation) rows."""
-    from reprl.registry import AGENTS, BACKBONES, NECKS, POLICIES
+    from reprl.registry import AGENTS, BACKBONES, NECKS, POLICIES, TRAINERS
 
     rows: list[tuple[str, Any, str]] = []
     docs = field_docs(type(cfg))
@@ -341,8 +372,9 @@ def describe(cfg: Any, prefix: str = "") -> list[tuple[str, Any, str]]:
             "model.backbone": BACKBONES,
             "model.neck": NECKS,
             "model.policy": POLICIES,
+            "trainer": TRAINERS,
         }.get(key)
-        if registry is not None:
+        if registry is not None and (value or key != "trainer"):
             entry, sub = component_config(registry, value, key)
             rows.append((f"{key}.name", entry.name, docs.get(f.name, "")))
             if sub is not None:

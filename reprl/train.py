@@ -20,13 +20,16 @@ from reprl.config import TrainConfig, component_config, to_dict
 from reprl.envs import make_vector_env
 from reprl.errors import CheckpointError, ConfigError
 from reprl.evaluation.evaluate import evaluate
+from reprl.evaluation.probes import ProbeCallback
 from reprl.loop import RunState, run
 from reprl.models import build_model
 from reprl.registry import AGENTS
 from reprl.runs import checkpoint as ckpt
 from reprl.runs.callbacks import CheckpointCallback, EvalCallback, LogCallback, Progress
 from reprl.runs.logger import Logger, truncate_metrics
+from reprl.tools.video import EpisodeRecorder, TrainingVideo
 
+PROBE_KEYS = ("probe/reward_f1", "probe/action_f1")
 EVAL_SEED_OFFSET = 1_000_003  # evaluation envs never share seeds with training envs
 
 
@@ -136,11 +139,13 @@ def train(cfg: TrainConfig) -> TrainResult:
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
     env_seed = cfg.seed + rank * cfg.env.num_envs
-    envs = make_vector_env(cfg.env, seed=env_seed)
+    # Pretraining (a trainer) reads a dataset: no envs to step.
+    envs = None if cfg.trainer else make_vector_env(cfg.env, seed=env_seed)
     try:
         return _train(cfg, envs, env_seed, device, rank, run_dir, resume_state)
     finally:
-        envs.close()
+        if envs is not None:
+            envs.close()
 
 
 def _train(
@@ -153,14 +158,22 @@ def _train(
     resume_state: dict[str, Any] | None,
 ) -> TrainResult:
     """The body of :func:`train` once the envs exist (they are closed by the caller)."""
-    spec = envs.spec
-    agent = make_agent(cfg, spec, device)
-    dist.broadcast_module(agent.model)
-    torch.manual_seed(cfg.seed + rank)  # sampling differs per rank
-    if resume_state is None:  # e.g. RND's statistics from random-policy steps
-        for aux in agent.auxiliaries.values():
-            aux.warmup(envs, env_seed + 104_729)
-    source = agent.make_source(envs, env_seed, device)
+    probe = None
+    if cfg.trainer:  # self-supervised pretraining on an offline dataset
+        from reprl.trainers.setup import make_pretraining
+
+        spec, agent, source, probe = make_pretraining(cfg, device)
+        dist.broadcast_module(agent.model)
+        torch.manual_seed(cfg.seed + rank)
+    else:
+        spec = envs.spec
+        agent = make_agent(cfg, spec, device)
+        dist.broadcast_module(agent.model)
+        torch.manual_seed(cfg.seed + rank)  # sampling differs per rank
+        if resume_state is None:  # e.g. RND's statistics from random-policy steps
+            for aux in agent.auxiliaries.values():
+                aux.warmup(envs, env_seed + 104_729)
+        source = agent.make_source(envs, env_seed, device)
 
     config_dict = to_dict(cfg)
     logger: Logger | None = None
@@ -178,7 +191,7 @@ def _train(
         if rank == 0:  # the saved envs and RNG are rank 0's; other ranks keep their own
             source.load_state_dict(resume_state["source"])
             set_rng_state(resume_state["rng"], device)
-        else:  # but every rank shares the normaliser statistics
+        elif envs is not None:  # but every rank shares the normaliser statistics
             envs.load_normalizer_state(
                 ckpt.to_numpy(resume_state["source"]["env"]).get("normalizer")
             )
@@ -213,7 +226,7 @@ def _train(
             },
         }
 
-    def run_eval(step: int) -> dict[str, Any]:
+    def run_eval(step: int, recorder: EpisodeRecorder | None = None) -> dict[str, Any]:
         return evaluate(
             agent,
             cfg.env,
@@ -221,6 +234,7 @@ def _train(
             cfg.eval.deterministic,
             seed=cfg.seed + EVAL_SEED_OFFSET,
             normalizer_state=envs.normalizer_state(),
+            recorder=recorder,
         )
 
     progress = Progress(cfg.total_steps, state.global_step, cfg.logger.progress and dist.is_main())
@@ -231,7 +245,12 @@ def _train(
         cfg.stop_on_solved,
         logger,
         cfg.eval.at_end,
+        TrainingVideo(run_dir / "videos", cfg.eval.video_every, spec, logger)
+        if cfg.eval.video_every > 0
+        else None,
     )
+    if probe is not None:  # pretraining is judged by the light-weight probes
+        evaluator = ProbeCallback(probe, cfg.probe, logger)
     saver = CheckpointCallback(
         run_dir / "checkpoints", cfg.checkpoint.every_steps, cfg.checkpoint.keep_last, make_state
     )
@@ -271,7 +290,9 @@ def _train(
                     "final_eval": None
                     if evaluator.last is None
                     else {
-                        k: evaluator.last[k] for k in ("mean_return", "std_return", "mean_length")
+                        k: evaluator.last[k]
+                        for k in ("mean_return", "std_return", "mean_length", *PROBE_KEYS)
+                        if k in evaluator.last
                     },
                 },
                 sort_keys=False,

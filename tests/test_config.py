@@ -12,6 +12,7 @@ from reprl.optim.schedules import Schedule
 def test_every_experiment_composes(name: str) -> None:
     # presets from a pretrained backbone require its checkpoint (validated, not read, here)
     needs = ["model.backbone.init_from=some/run"] if "pretrained" in name else []
+    needs += ["dataset.root=some/data"] if "pretrain_" in name else []
     cfg = load_config([f"experiment={name}", *needs])
     assert cfg.name == name
     assert describe(cfg)  # every component resolves through its registry

@@ -40,6 +40,11 @@ def test_probes_decode_linear_information_and_not_noise() -> None:
     bad = probe_scores(noise, reward, action, 3, cfg)
     assert bad["probe/reward_f1"] < 0.5 and bad["probe/action_f1"] < 0.6
     assert probe_scores(features, reward, action, 3, cfg) == good  # deterministic
+    perm = torch.randperm(n, generator=g)  # shuffled labels: chance level
+    shuffled = probe_scores(features, reward[perm], action[perm], 3, cfg)
+    pos = float(reward.mean())
+    assert shuffled["probe/reward_f1"] < 2 * pos  # chance F1 of the positive class ~ its rate
+    assert shuffled["probe/action_f1"] < 0.5  # chance for 3 balanced classes ~ 1/3
 
 
 def test_run_probes_on_a_dataset_through_a_backbone() -> None:

@@ -16,10 +16,16 @@ from reprl.runs import checkpoint as ckpt
 
 
 def load_agent(path: str | Path, device: str = "cpu") -> tuple[Any, Any, dict[str, Any]]:
-    """(agent, config, checkpoint state) from a run folder or checkpoint file."""
+    """(agent, config, checkpoint state) from a run folder, checkpoint file or a folder
+    written by ``reprl export`` (``model.safetensors`` + ``config.yaml``: read without
+    executing code, as a checkpoint-shaped state with the normaliser statistics)."""
+    from reprl.tools import export
     from reprl.train import make_agent
 
-    state = ckpt.load(ckpt.resolve(path))
+    if export.is_exported(path):
+        state = export.read_exported(path)
+    else:
+        state = ckpt.load(ckpt.resolve(path))
     cfg = config_from_saved(state["config"])
     spec = make_env_spec(cfg.env)
     agent = make_agent(cfg, spec, torch.device(device), load_pretrained=False)
@@ -31,6 +37,20 @@ def load_agent(path: str | Path, device: str = "cpu") -> tuple[Any, Any, dict[st
     return agent, cfg, state
 
 
+def normalizer_of(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The training envs' normaliser statistics (NumPy) saved in a checkpoint state, or None.
+
+    They sit under the experience source's env state, ``source.env`` for on-policy agents and
+    ``source.rollout.env`` for off-policy ones: the first ``normalizer`` entry is taken."""
+    stack = [state.get("source", {})]
+    while stack:
+        node = stack.pop(0)
+        if "normalizer" in node:
+            return ckpt.to_numpy(node["normalizer"])
+        stack += [v for v in node.values() if isinstance(v, dict)]
+    return None
+
+
 def evaluate_checkpoint(
     path: str, episodes: int, deterministic: bool, video: str | None, seed: int
 ) -> dict[str, Any]:
@@ -38,7 +58,7 @@ def evaluate_checkpoint(
     if episodes < 1:
         raise ReprlError(f"--episodes must be >= 1, got {episodes}")
     agent, cfg, state = load_agent(path)
-    norm = ckpt.to_numpy(state["source"]["env"]).get("normalizer")
+    norm = normalizer_of(state)
     result = evaluate(agent, cfg.env, episodes, deterministic, seed=seed, normalizer_state=norm)
     if video:
         frames: list[np.ndarray] = []

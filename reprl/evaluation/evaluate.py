@@ -7,6 +7,7 @@ first episode avoids the bias towards short episodes that "first N to finish" ha
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,15 +25,26 @@ def evaluate(
     seed: int = 0,
     normalizer_state: dict[str, Any] | None = None,
     frames: list[np.ndarray] | None = None,
+    recorder: Callable[[np.ndarray, np.ndarray | None, float], None] | None = None,
 ) -> dict[str, Any]:
     """Play ``episodes`` episodes with ``agent``; returns mean/std return and length.
 
     ``normalizer_state`` (the training envs' observation statistics) is loaded frozen.
     With ``frames`` given, env 0's rendered frames are appended to it (for videos).
+    ``recorder(frame, action, reward)`` is called with each of env 0's frames until its first
+    episode ends, the action that led to the frame (None for the first) and its raw reward
+    (:mod:`reprl.tools.video` streams annotated frames to an mp4 with it).
     """
-    envs = make_vector_env(
-        env_cfg, seed=seed, num_envs=episodes, evaluation=True, render=frames is not None
-    )
+    render = frames is not None or recorder is not None
+    envs = make_vector_env(env_cfg, seed=seed, num_envs=episodes, evaluation=True, render=render)
+
+    def record(action: np.ndarray | None, reward: float) -> None:
+        frame = envs.render_first()
+        if frames is not None:
+            frames.append(frame)
+        if recorder is not None:
+            recorder(frame, action, reward)
+
     start = time.perf_counter()
     try:
         if normalizer_state is not None:
@@ -43,13 +55,14 @@ def evaluate(
         is_first = torch.ones(episodes, 1, dtype=torch.bool)
         returns = np.full(episodes, np.nan)
         lengths = np.zeros(episodes, dtype=np.int64)
-        if frames is not None:
-            frames.append(envs.render_first())
+        if render:
+            record(None, 0.0)
         while np.isnan(returns).any():
             action, _, state = agent.act(obs[:, None], state, is_first, deterministic)
-            res = envs.step(action[:, 0].cpu().numpy())
-            if frames is not None and np.isnan(returns[0]):
-                frames.append(envs.render_first())
+            actions = action[:, 0].cpu().numpy()
+            res = envs.step(actions)
+            if render and np.isnan(returns[0]):
+                record(actions[0], float(res.reward[0]))
             ended = (res.episode_length > 0) & np.isnan(returns)
             returns[ended] = res.episode_return[ended]
             lengths[ended] = res.episode_length[ended]

@@ -27,12 +27,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from reprl.errors import ConfigError
+from reprl.loop import Callback, RunState
 
 
 @dataclass
 class ProbeConfig:
     """The probing protocol."""
 
+    every_steps: int = 0
+    """During pretraining, probe every this many sampled steps (0: only when it ends)."""
     num_samples: int = 10_000
     """Steps drawn from the dataset for both probes (train + eval)."""
     train_frac: float = 0.8
@@ -52,6 +55,31 @@ class ProbeConfig:
             raise ConfigError(f"{path}: num_samples >= 10, max_iter >= 1, batch_size >= 1")
         if not 0.0 < self.train_frac < 1.0:
             raise ConfigError(f"{path}.train_frac: must be in (0, 1), got {self.train_frac}")
+
+
+class ProbeCallback(Callback):
+    """Runs the probes during pretraining (every ``cfg.every_steps`` and at the end) and logs
+    ``probe/*``; ``last`` holds the latest scores."""
+
+    def __init__(self, probe: Any, cfg: ProbeConfig, logger: Any) -> None:
+        self.probe, self.cfg, self.logger = probe, cfg, logger
+        self.last: dict[str, float] | None = None
+        self._last_step = -1
+
+    def _run(self, state: RunState) -> None:
+        self.last, self._last_step = self.probe(), state.global_step
+        if self.logger is not None:
+            self.logger.log(self.last, state.global_step)
+
+    def on_iteration(self, state: RunState, metrics: dict[str, float]) -> None:
+        every = self.cfg.every_steps
+        if every > 0 and state.global_step // every > state.extra.get("probe_count", 0):
+            state.extra["probe_count"] = state.global_step // every
+            self._run(state)
+
+    def on_end(self, state: RunState) -> None:
+        if self._last_step != state.global_step and state.stop_reason != "interrupted":
+            self._run(state)
 
 
 @torch.no_grad()

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reprl.loop import Callback, RunState
 from reprl.runs import checkpoint as ckpt
 from reprl.runs.logger import Logger
+
+if TYPE_CHECKING:
+    from reprl.tools.video import TrainingVideo
 
 
 class Progress:
@@ -73,24 +76,38 @@ class LogCallback(Callback):
 
 
 class EvalCallback(Callback):
-    """Evaluates every ``every_steps``; logs ``eval/*`` and ``eval/solved`` at the threshold."""
+    """Evaluates every ``every_steps``; logs ``eval/*`` and ``eval/solved`` at the threshold.
+
+    With ``video``, ``evaluate`` is also called as ``evaluate(step, recorder)`` on the
+    evaluations that ``video`` records (``eval.video_every``).
+    """
 
     def __init__(
         self,
-        evaluate: Callable[[int], dict[str, Any]],
+        evaluate: Callable[..., dict[str, Any]],
         every_steps: int,
         threshold: float | None,
         stop_on_solved: bool,
         logger: Logger | None,
         at_end: bool = True,
+        video: TrainingVideo | None = None,
     ) -> None:
         self.evaluate, self.every_steps, self.threshold = evaluate, every_steps, threshold
         self.stop_on_solved, self.logger, self.at_end = stop_on_solved, logger, at_end
+        self.video = video
         self.last: dict[str, Any] | None = None
         self._last_eval_step = -1
 
     def _run(self, state: RunState) -> None:
-        result = self.evaluate(state.global_step)
+        video, recorder = self.video, None
+        if video is not None:
+            state.extra["eval_runs"] = state.extra.get("eval_runs", 0) + 1
+            recorder = video.start(state.global_step, state.extra["eval_runs"])
+        if video is None or recorder is None:
+            result = self.evaluate(state.global_step)
+        else:
+            result = self.evaluate(state.global_step, recorder)
+            video.finish(recorder, state.global_step)
         self.last, self._last_eval_step = result, state.global_step
         metrics = {
             "eval/mean_return": result["mean_return"],
