@@ -192,9 +192,7 @@ def _train(
             source.load_state_dict(resume_state["source"])
             set_rng_state(resume_state["rng"], device)
         elif envs is not None:  # but every rank shares the normaliser statistics
-            envs.load_normalizer_state(
-                ckpt.to_numpy(resume_state["source"]["env"]).get("normalizer")
-            )
+            envs.load_normalizer_state(ckpt.normalizer_of(resume_state))
         saved = resume_state["run_state"]
         state.global_step, state.iteration = saved["global_step"], saved["iteration"]
         state.extra = dict(saved["extra"])

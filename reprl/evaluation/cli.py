@@ -37,20 +37,6 @@ def load_agent(path: str | Path, device: str = "cpu") -> tuple[Any, Any, dict[st
     return agent, cfg, state
 
 
-def normalizer_of(state: dict[str, Any]) -> dict[str, Any] | None:
-    """The training envs' normaliser statistics (NumPy) saved in a checkpoint state, or None.
-
-    They sit under the experience source's env state, ``source.env`` for on-policy agents and
-    ``source.rollout.env`` for off-policy ones: the first ``normalizer`` entry is taken."""
-    stack = [state.get("source", {})]
-    while stack:
-        node = stack.pop(0)
-        if "normalizer" in node:
-            return ckpt.to_numpy(node["normalizer"])
-        stack += [v for v in node.values() if isinstance(v, dict)]
-    return None
-
-
 def evaluate_checkpoint(
     path: str, episodes: int, deterministic: bool, video: str | None, seed: int
 ) -> dict[str, Any]:
@@ -58,7 +44,7 @@ def evaluate_checkpoint(
     if episodes < 1:
         raise ReprlError(f"--episodes must be >= 1, got {episodes}")
     agent, cfg, state = load_agent(path)
-    norm = normalizer_of(state)
+    norm = ckpt.normalizer_of(state)
     result = evaluate(agent, cfg.env, episodes, deterministic, seed=seed, normalizer_state=norm)
     if video:
         frames: list[np.ndarray] = []

@@ -127,3 +127,17 @@ def round_trip(state: dict[str, Any]) -> dict[str, Any]:
     torch.save(to_storable(state), buffer)
     buffer.seek(0)
     return torch.load(buffer, weights_only=True)
+
+
+def normalizer_of(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The training envs' normaliser statistics (NumPy) saved in a checkpoint state, or None.
+
+    They sit under the experience source's env state, ``source.env`` for on-policy agents and
+    ``source.rollout.env`` for off-policy ones: the first ``normalizer`` entry is taken."""
+    stack = [state.get("source", {})]
+    while stack:
+        node = stack.pop(0)
+        if "normalizer" in node:
+            return to_numpy(node["normalizer"])
+        stack += [v for v in node.values() if isinstance(v, dict)]
+    return None

@@ -4,6 +4,10 @@ A :class:`Protocol` names its tasks, the reference scores that normalise them, t
 experiment, and the overrides that turn the experiment into one task's run (``env.id=...``).
 Everything else (the runner, the worker, the aggregates) is shared, so a new benchmark is one
 small module that registers a Protocol in :data:`SUITES`.
+
+A :class:`Pipeline` chains two protocols over the same tasks: one pretraining run per task
+(scored by its probes), then RL runs per task x seed that start from that run's backbone
+(``reprl suite pretrain``, :mod:`reprl.suite.pipeline`).
 """
 
 from __future__ import annotations
@@ -52,12 +56,38 @@ class Protocol:
         return [t for t in self.tasks if t in names]
 
 
-SUITES: Registry[Protocol] = Registry("suite")
-"""Benchmark protocols by name."""
+@dataclass(frozen=True)
+class Pipeline:
+    """Pretrain -> probe -> finetune over the tasks of a benchmark: per task one pretraining
+    run (scored by its probes), then per task x seed one RL run initialised from it (scored
+    and normalised by ``finetune``'s references)."""
+
+    name: str
+    """Registry name (``reprl suite NAME``)."""
+    title: str
+    """Heading of the tables and the plot."""
+    pretrain: Protocol
+    """The pretraining stage: its default experiment and the per-task overrides (env, data)."""
+    finetune: Protocol
+    """The RL stage over the same tasks: default experiment, per-task overrides, references."""
+    init_key: str = "model.backbone.init_from"
+    """Config key of a finetuning run that names its pretraining run."""
+
+
+SUITES: Registry[Protocol | Pipeline] = Registry("suite")
+"""Benchmark protocols and pipelines by name."""
+
+
+def get_suite(name: str) -> Protocol | Pipeline:
+    """The registered protocol or pipeline ``name``; unknown names fail listing the valid ones."""
+    import reprl.suite.atari100k  # noqa: F401 (registers atari100k and pretrain)
+
+    return SUITES.get(name).obj
 
 
 def get_protocol(name: str) -> Protocol:
-    """The registered protocol ``name``; unknown names fail listing the valid ones."""
-    import reprl.suite.atari100k  # noqa: F401 (registers atari100k)
-
-    return SUITES.get(name).obj
+    """The registered single-stage protocol ``name`` (see :func:`get_suite`)."""
+    suite = get_suite(name)
+    if not isinstance(suite, Protocol):
+        raise ConfigError(f"{name}: a pipeline, not a single-stage protocol")
+    return suite

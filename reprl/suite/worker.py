@@ -55,7 +55,7 @@ def train_and_score(overrides: list[str], episodes: int | None) -> dict[str, Any
     if episodes is not None or ev is None:
         # A dedicated evaluation of the final checkpoint, seeded as the run's own.
         agent, saved_cfg, state = load_agent(result.run_dir)
-        norm = ckpt.to_numpy(state["source"]["env"]).get("normalizer")
+        norm = ckpt.normalizer_of(state)
         ev = evaluate(
             agent,
             saved_cfg.env,

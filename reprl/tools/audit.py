@@ -226,7 +226,7 @@ def collect(
         if state is not None:
             from reprl.runs import checkpoint as ckpt
 
-            envs.load_normalizer_state(ckpt.to_numpy(state["source"]["env"]).get("normalizer"))
+            envs.load_normalizer_state(ckpt.normalizer_of(state))
         policy = (
             _random_policy(envs.spec, n, seed) if agent is None else _agent_policy(agent, n, seed)
         )

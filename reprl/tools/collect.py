@@ -60,7 +60,7 @@ def _setup(request: CollectRequest) -> tuple[Any, Any, Any]:
             f"({' '.join(request.overrides)})"
         )
     agent, cfg, state = load_agent(request.policy)
-    return cfg, agent, ckpt.to_numpy(state["source"]["env"]).get("normalizer")
+    return cfg, agent, ckpt.normalizer_of(state)
 
 
 def collect(request: CollectRequest, log: Any = print) -> dict[str, Any]:

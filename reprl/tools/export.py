@@ -99,8 +99,9 @@ def export_run(
 
     Raises :class:`ReprlError` for a folder that is not a run, or ``episodes < 1``.
     """
-    from reprl.evaluation.cli import evaluate_checkpoint, normalizer_of
+    from reprl.evaluation.cli import evaluate_checkpoint
     from reprl.runs import checkpoint as ckpt
+    from reprl.runs.checkpoint import normalizer_of
 
     if episodes < 1:
         raise ReprlError(f"--episodes must be >= 1, got {episodes}")

@@ -166,7 +166,7 @@ class Recorder:
     """Plays episodes with an agent and collects what the page shows, step by step."""
 
     def __init__(self, agent: Any, cfg: Any, state: dict[str, Any]) -> None:
-        from reprl.evaluation.cli import normalizer_of
+        from reprl.runs.checkpoint import normalizer_of
 
         self.agent, self.cfg, self.spec = agent, cfg, agent.spec
         self.model = agent.model

@@ -285,7 +285,7 @@ def _load(request: PlayRequest) -> tuple[Any, Any, dict[str, Any] | None]:
                 f"({' '.join(request.overrides)})"
             )
         agent, cfg, state = load_agent(str(request.checkpoint))
-        norm = ckpt.to_numpy(state["source"]["env"]).get("normalizer")
+        norm = ckpt.normalizer_of(state)
         return cfg, agent, norm
     from reprl.config import load_config
 

@@ -307,7 +307,7 @@ def load_for_video(path: str | Path) -> tuple[Any, Any, EnvSpec, dict[str, Any] 
     from reprl.runs import checkpoint as ckpt
 
     agent, cfg, state = load_agent(path)
-    norm = ckpt.to_numpy(state["source"]["env"]).get("normalizer")
+    norm = ckpt.normalizer_of(state)
     step = int(state.get("run_state", {}).get("global_step", 0))
     return agent, cfg, make_env_spec(cfg.env, evaluation=True), norm, step
 

@@ -17,8 +17,8 @@ from safetensors.torch import load_file, save_file
 
 from reprl.cli import main
 from reprl.config import load_config
-from reprl.evaluation.cli import normalizer_of
 from reprl.runs import checkpoint as ckpt
+from reprl.runs.checkpoint import normalizer_of
 from reprl.tools import export
 from reprl.train import train
 
