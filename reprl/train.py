@@ -21,6 +21,7 @@ from reprl.envs import make_vector_env
 from reprl.errors import CheckpointError, ConfigError
 from reprl.evaluation.evaluate import evaluate
 from reprl.evaluation.probes import ProbeCallback
+from reprl.functional import TrainParts, build_agent
 from reprl.loop import RunState, run
 from reprl.models import build_model
 from reprl.registry import AGENTS
@@ -115,8 +116,11 @@ def load_resume(cfg: TrainConfig) -> tuple[dict[str, Any], Path]:
     return state, run_dir
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Train until ``total_steps``, solved (with stop_on_solved), NaN or a signal."""
+def train(cfg: TrainConfig, parts: TrainParts | None = None) -> TrainResult:
+    """Train until ``total_steps``, solved (with stop_on_solved), NaN or a signal.
+
+    ``parts`` replaces pieces of the pipeline (agent, optimizer, loss, actor, logger): see
+    :func:`reprl.make_train`."""
     device = dist.init(cfg.device)
     rank = dist.rank()
     resume_state: dict[str, Any] | None = None
@@ -142,7 +146,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     # Pretraining (a trainer) reads a dataset: no envs to step.
     envs = None if cfg.trainer else make_vector_env(cfg.env, seed=env_seed)
     try:
-        return _train(cfg, envs, env_seed, device, rank, run_dir, resume_state)
+        return _train(cfg, envs, env_seed, device, rank, run_dir, resume_state, parts)
     finally:
         if envs is not None:
             envs.close()
@@ -156,8 +160,10 @@ def _train(
     rank: int,
     run_dir: Path,
     resume_state: dict[str, Any] | None,
+    parts: TrainParts | None = None,
 ) -> TrainResult:
     """The body of :func:`train` once the envs exist (they are closed by the caller)."""
+    parts = parts or TrainParts()
     probe = None
     if cfg.trainer:  # self-supervised pretraining on an offline dataset
         from reprl.trainers.setup import make_pretraining
@@ -167,7 +173,7 @@ def _train(
         torch.manual_seed(cfg.seed + rank)
     else:
         spec = envs.spec
-        agent = make_agent(cfg, spec, device)
+        agent = build_agent(parts, cfg, spec, device)
         dist.broadcast_module(agent.model)
         torch.manual_seed(cfg.seed + rank)  # sampling differs per rank
         if resume_state is None:  # e.g. RND's statistics from random-policy steps
@@ -208,7 +214,7 @@ def _train(
                 (run_dir / "backbone_init.yaml").write_text(report.to_yaml())
         if resume_state is not None:
             truncate_metrics(run_dir / "metrics.jsonl", state.global_step)
-        logger = Logger(run_dir, cfg.logger, config_dict)
+        logger = (parts.make_logger or Logger)(run_dir, cfg.logger, config_dict)
 
     def make_state() -> dict[str, Any]:
         return {

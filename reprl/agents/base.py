@@ -165,7 +165,7 @@ class Agent:
         self.optimizer.zero_grad(set_to_none=True)
         if self.aux_optimizer is not None:
             self.aux_optimizer.zero_grad(set_to_none=True)
-        params = self.optimizer.params
+        params = optimizer_params(self.optimizer)
         if self.aux_optimizer is not None:
             params = params + self.aux_optimizer.params
         info: dict[str, torch.Tensor] = {}
@@ -231,3 +231,12 @@ def mean_weights(mask: torch.Tensor) -> torch.Tensor:
     once per minibatch, it makes each masked mean two kernels."""
     m = mask.to(torch.float32)
     return m / m.sum().clamp(min=1.0)
+
+
+def optimizer_params(optimizer: Any) -> list[torch.Tensor]:
+    """The parameters an optimizer updates: reprl's optimizers list them as ``params``; any
+    ``torch.optim`` optimizer (e.g. from ``make_train(make_optimizer=...)``) by its groups."""
+    params = getattr(optimizer, "params", None)
+    if params is not None:
+        return list(params)
+    return [p for group in optimizer.param_groups for p in group["params"]]
