@@ -42,11 +42,19 @@ LISTABLE = (
 SUITE_DESCRIPTION = (
     "Train every task x seed of a benchmark in parallel processes (resumable), then write "
     "results.csv, table.md/csv (human-normalised scores, mean/median/IQM with 95% stratified "
-    "bootstrap CIs, rliable) and hns.png. Suites: atari100k."
+    "bootstrap CIs, rliable) and hns.png. Suites: atari100k (one experiment per game x seed); "
+    "pretrain (per game: pretrain on its DQN-Replay data, probe, then finetune an RL agent from "
+    "the backbone per seed; the tables add the probe F1s): reprl suite pretrain "
+    "[pretrain=byol_pretrain_atari] [finetune=ppo_finetune_atari] dataset.root=DIR "
+    "[--games Pong,Breakout] seeds=N [pretrain.K=V] [finetune.K=V] [K=V]."
 )
 SUITE_OVERRIDES = (
     "seeds=N (seeds 1..N, default 3) and the overrides of train (experiment=..., agent=..., "
-    "key=value), options in any order"
+    "key=value), options in any order. pretrain suite: pretrain=EXP and finetune=EXP choose the "
+    "experiments; pretrain.K=V / finetune.K=V set one stage; dataset.*, probe.*, trainer.* go "
+    "to pretraining, agent.*, aux.*, eval.* to finetuning, other keys to both (total_steps "
+    "needs a stage prefix); finetuning runs get model.backbone.init_from=<their game's "
+    "pretraining run> (finetune.model.backbone.freeze=true freezes it)"
 )
 
 
@@ -66,7 +74,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
         return 0
     ev = result.final_eval
-    if ev is not None:
+    if ev is not None and "probe/reward_f1" in ev:  # a pretraining run: the probes
+        console.print(
+            f"final probes: reward F1 {ev['probe/reward_f1']:.3f}, "
+            f"action weighted F1 {ev['probe/action_f1']:.3f}"
+        )
+    elif ev is not None:
         console.print(
             f"final evaluation: mean return {ev['mean_return']:.2f} +- {ev['std_return']:.2f} "
             f"over {ev['episodes']} episodes (mean length {ev['mean_length']:.1f})"
@@ -244,10 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "suite",
-        help="a benchmark protocol: reprl suite atari100k agent=der seeds=3 [k=v] [--out DIR]",
+        help="a benchmark protocol: reprl suite atari100k agent=der seeds=3 [k=v] [--out DIR]; "
+        "pretrain -> probe -> finetune: reprl suite pretrain dataset.root=DIR seeds=3",
         description=SUITE_DESCRIPTION,
     )
-    p.add_argument("name", help="the protocol (atari100k)")
+    p.add_argument("name", help="the protocol (atari100k) or pipeline (pretrain)")
     p.add_argument("rest", nargs=argparse.REMAINDER, metavar="overrides", help=SUITE_OVERRIDES)
     _add_suite_options(p)
     p.set_defaults(fn=_cmd_suite)

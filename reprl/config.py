@@ -140,7 +140,6 @@ def validate(cfg: TrainConfig) -> None:
         from reprl.registry import TRAINERS
 
         component_config(TRAINERS, cfg.trainer, "trainer")
-        cfg.dataset.check_usable("dataset")
     check_env_config(cfg.env)  # unknown id/backend, backend that cannot run this id, ...
     if cfg.total_steps <= 0:
         raise ConfigError(f"total_steps: must be positive, got {cfg.total_steps}")

@@ -11,8 +11,9 @@ from reprl.optim.schedules import Schedule
 @pytest.mark.parametrize("name", list_group("experiment"))
 def test_every_experiment_composes(name: str) -> None:
     # presets from a pretrained backbone require its checkpoint (validated, not read, here)
-    needs = ["model.backbone.init_from=some/run"] if "pretrained" in name else []
-    needs += ["dataset.root=some/data"] if "pretrain_" in name else []
+    needs = (
+        ["model.backbone.init_from=some/run"] if "pretrained" in name or "finetune" in name else []
+    )
     cfg = load_config([f"experiment={name}", *needs])
     assert cfg.name == name
     assert describe(cfg)  # every component resolves through its registry

@@ -11,7 +11,10 @@ stratified bootstrap confidence intervals, Agarwal et al. 2021).
 - :mod:`reprl.suite.worker`: one run in its own process: train, score, write ``result.json``.
 - :mod:`reprl.suite.aggregate`: normalised scores, rliable aggregates, tables and the plot.
 - :mod:`reprl.suite.protocol`: what a protocol is; the ``SUITES`` registry.
-- :mod:`reprl.suite.atari100k`: the Atari-100k protocol.
+- :mod:`reprl.suite.atari100k`: the Atari-100k protocol and the ``pretrain`` pipeline over
+  its games.
+- :mod:`reprl.suite.pipeline`: ``reprl suite pretrain``: per game pretrain -> probe, then
+  finetune per seed from that backbone (jobs chained with ``after=``), one table.
 - :mod:`reprl.suite.suite`: ``reprl suite``: validate once, run, aggregate.
 
 Nothing heavy is imported here: the worker process imports this package first.

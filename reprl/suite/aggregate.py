@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +49,10 @@ BOOTSTRAP_SEED = 0
 """Seed of the bootstrap resampling (fixed: the same scores give the same intervals)."""
 METRICS = ("Mean", "Median", "IQM")
 """Aggregate metrics, in the order they are reported."""
+
+Columns = Mapping[str, Mapping[str, float]]
+"""Extra per-task columns of the tables: column name -> task -> value (e.g. the probe F1 of
+each game's pretrained backbone); a task without a value gets an empty cell."""
 
 
 @dataclass(frozen=True)
@@ -205,20 +209,26 @@ def aggregate_hns(
 # ----------------------------------------------------------------------------- writers
 
 
+def _cells(extra: Columns | None, task: str) -> list[str]:
+    """The ``extra`` columns' cells of ``task`` (empty where it has no value)."""
+    return [_num(col[task]) if task in col else "" for col in (extra or {}).values()]
+
+
 def write_results_csv(
     path: Path,
     scores: Sequence[RunScore],
     references: dict[str, Reference],
     task_label: str = "task",
+    extra: Columns | None = None,
 ) -> None:
-    """``results.csv``: one row per finished run (task, seed, raw score, HNS)."""
+    """``results.csv``: one row per finished run (task, seed, raw score, HNS, then the
+    ``extra`` columns of its task)."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow([task_label, "seed", "score", "hns"])
+        writer.writerow([task_label, "seed", "score", "hns", *(extra or {})])
         for s in sorted(scores, key=lambda s: (s.task, s.seed)):
-            writer.writerow(
-                [s.task, s.seed, _num(s.score), _num(normalized_score(s.score, references[s.task]))]
-            )
+            hns = normalized_score(s.score, references[s.task])
+            writer.writerow([s.task, s.seed, _num(s.score), _num(hns), *_cells(extra, s.task)])
 
 
 def write_table_csv(
@@ -226,13 +236,17 @@ def write_table_csv(
     rows: Sequence[TaskRow],
     aggregates: dict[str, Interval] | None,
     task_label: str = "task",
+    extra: Columns | None = None,
 ) -> None:
-    """``table.csv``: per-task rows, then one row per aggregate (its HNS and CI bounds)."""
+    """``table.csv``: per-task rows (the ``extra`` columns after the task), then one row per
+    aggregate (its HNS and CI bounds)."""
+    blank = [""] * len(extra or {})
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
             [
                 task_label,
+                *(extra or {}),
                 "seeds",
                 "mean_score",
                 "random",
@@ -246,6 +260,7 @@ def write_table_csv(
             writer.writerow(
                 [
                     r.task,
+                    *_cells(extra, r.task),
                     r.seeds,
                     _num(r.mean_score),
                     _num(r.random),
@@ -257,7 +272,17 @@ def write_table_csv(
             )
         for name, iv in (aggregates or {}).items():
             writer.writerow(
-                [f"{name} HNS", "", "", "", "", _num(iv.estimate), _num(iv.low), _num(iv.high)]
+                [
+                    f"{name} HNS",
+                    *blank,
+                    "",
+                    "",
+                    "",
+                    "",
+                    _num(iv.estimate),
+                    _num(iv.low),
+                    _num(iv.high),
+                ]
             )
 
 
@@ -289,17 +314,25 @@ def write_table_md(
     note: str = "",
     task_label: str = "task",
     subtitle: str = "",
+    extra: Columns | None = None,
 ) -> None:
-    """``table.md``: the per-task table and the aggregate table."""
+    """``table.md``: the per-task table (the ``extra`` columns after the task) and the
+    aggregate table."""
+    cols = extra or {}
+    head = "".join(f" {name} |" for name in cols)
+
+    def cells(task: str) -> str:
+        return "".join(f" {col[task]:.3f} |" if task in col else " |" for col in cols.values())
+
     lines = [
         f"# {title}",
         "",
         *([subtitle, ""] if subtitle else []),
-        f"| {task_label} | seeds | score (mean over seeds) | random | human | HNS |",
-        "|---|---|---|---|---|---|",
+        f"| {task_label} |{head} seeds | score (mean over seeds) | random | human | HNS |",
+        "|---|" + "---|" * len(cols) + "---|---|---|---|---|",
         *(
-            f"| {r.task} | {r.seeds} | {r.mean_score:.1f} | {r.random:.1f} | {r.human:.1f} "
-            f"| {r.hns:.3f} |"
+            f"| {r.task} |{cells(r.task)} {r.seeds} | {r.mean_score:.1f} | {r.random:.1f} "
+            f"| {r.human:.1f} | {r.hns:.3f} |"
             for r in rows
         ),
         "",
@@ -311,6 +344,22 @@ def write_table_md(
         aggregates_markdown(aggregates, reps, note),
     ]
     path.write_text("\n".join(lines))
+
+
+def format_rows(rows: Sequence[TaskRow], extra: Columns | None, task_label: str = "task") -> str:
+    """The per-task table as aligned plain text (for the console)."""
+    cols = extra or {}
+    width = max([len(task_label), *(len(r.task) for r in rows)])
+    head = f"{task_label:<{width}}" + "".join(f" {c:>{max(8, len(c))}}" for c in cols)
+    head += f" {'seeds':>5} {'score':>10} {'HNS':>8}"
+    body = []
+    for r in rows:
+        line = f"{r.task:<{width}}" + "".join(
+            f" {col[r.task]:>{max(8, len(c))}.3f}" if r.task in col else f" {'':>{max(8, len(c))}}"
+            for c, col in cols.items()
+        )
+        body.append(line + f" {r.seeds:>5} {r.mean_score:>10.1f} {r.hns:>8.3f}")
+    return "\n".join([head, *body])
 
 
 def format_aggregates(aggregates: dict[str, Interval]) -> str:

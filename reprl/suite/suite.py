@@ -20,6 +20,11 @@
    Aggregates need the whole grid: with runs missing (failed, or stopped), the per-task rows
    are written, the aggregates are not, and a message names the missing runs; the command
    exits 1 when a run failed, 130 when it was interrupted.
+
+A :class:`~reprl.suite.protocol.Pipeline` name (``reprl suite pretrain``) runs
+:mod:`reprl.suite.pipeline` instead, built from the same steps (:func:`check_options`,
+:func:`stage_overrides`, :func:`worker_job`, :func:`check_runs`, :func:`run_locked`,
+:func:`write_outputs`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +41,7 @@ import yaml
 from reprl.errors import ConfigError
 from reprl.runs.processes import first_difference
 from reprl.suite import aggregate as agg
-from reprl.suite.protocol import Protocol, get_protocol
+from reprl.suite.protocol import Pipeline, Protocol, get_protocol, get_suite
 from reprl.suite.runner import INTERRUPTED, Job, RunReport, exclusive, has_checkpoint, run_jobs
 
 SETTINGS_FILE = "suite.yaml"
@@ -123,18 +128,19 @@ def settings_config(config: dict[str, Any], protocol: Protocol) -> dict[str, Any
 
 
 def check_runs(
-    protocol: Protocol, jobs: Iterable[Job], config: dict[str, Any], episodes: int
+    protocol: Protocol, jobs: Iterable[Job], config: dict[str, Any], episodes: int | None
 ) -> None:
     """Each run already started in the output folder was made with ``config`` (its own
-    ``config.yaml``, written by train) and, if finished, scored over ``episodes`` episodes:
-    this holds even when ``suite.yaml`` was deleted or the defaults of the code changed."""
+    ``config.yaml``, written by train) and, if finished, scored over ``episodes`` episodes
+    (None: not checked, e.g. pretraining runs scored by probes): this holds even when
+    ``suite.yaml`` was deleted or the defaults of the code changed."""
     for job in jobs:
         path = job.run_dir / "config.yaml"
         if not (job.result.is_file() or has_checkpoint(job.run_dir)) or not path.is_file():
             continue
         saved = settings_config(yaml.safe_load(path.read_text()) or {}, protocol)
         diff = first_difference(saved, config, "the saved suite")
-        if diff is None and job.result.is_file():
+        if diff is None and episodes is not None and job.result.is_file():
             done = json.loads(job.result.read_text()).get("episodes")
             diff = (
                 None if done == episodes else f"evaluation episodes: {done} saved, {episodes} now"
@@ -146,6 +152,40 @@ def check_runs(
             )
 
 
+def check_options(request: SuiteRequest) -> None:
+    """The numeric options of a request are in range."""
+    if request.episodes is not None and request.episodes < 1:
+        raise ConfigError(f"--episodes: must be >= 1, got {request.episodes}")
+    if request.workers is not None and request.workers < 1:
+        raise ConfigError(f"--workers: must be >= 1, got {request.workers}")
+    if request.reps < 1:
+        raise ConfigError(f"--reps: must be >= 1, got {request.reps}")
+
+
+def check_reserved(overrides: Iterable[str], reserved: tuple[str, ...], prefix: str = "") -> None:
+    """No override sets what the suite sets per run (``seed``, ``env.id``, ...)."""
+    for text in overrides:
+        if _key(text) in SUITE_KEYS + reserved:
+            hint = {"seed": " (use seeds=N)", "resume": " (run the same command again)"}
+            raise ConfigError(
+                f"{prefix}{_key(text)}: set by the suite for each run{hint.get(_key(text), '')}"
+            )
+
+
+def stage_overrides(protocol: Protocol, overrides: list[str], episodes: int | None) -> list[str]:
+    """The overrides every run of ``protocol`` starts from: the protocol's experiment unless
+    ``overrides`` name one, the suite's defaults, then ``overrides``."""
+    base = (
+        []
+        if any(_key(o) == "experiment" for o in overrides)
+        else [f"experiment={protocol.experiment}"]
+    )
+    run_overrides = [*base, *SUITE_DEFAULTS, *overrides]
+    if episodes is not None:  # the dedicated evaluation replaces the final one
+        run_overrides.append("eval.at_end=false")
+    return run_overrides
+
+
 def prepare(request: SuiteRequest) -> tuple[Protocol, list[str], list[int], list[str], Any]:
     """Validate a request once: (protocol, tasks, seeds, overrides of every run, config)."""
     from reprl.config import load_config
@@ -153,30 +193,31 @@ def prepare(request: SuiteRequest) -> tuple[Protocol, list[str], list[int], list
     protocol = get_protocol(request.name)
     agg.require_suite_extras()
     seeds, overrides = parse_seeds(request.overrides)
-    for text in overrides:
-        if _key(text) in SUITE_KEYS + protocol.reserved:
-            hint = {"seed": " (use seeds=N)", "resume": " (run the same command again)"}
-            raise ConfigError(
-                f"{_key(text)}: set by the suite for each run{hint.get(_key(text), '')}"
-            )
-    if request.episodes is not None and request.episodes < 1:
-        raise ConfigError(f"--episodes: must be >= 1, got {request.episodes}")
-    if request.workers is not None and request.workers < 1:
-        raise ConfigError(f"--workers: must be >= 1, got {request.workers}")
-    if request.reps < 1:
-        raise ConfigError(f"--reps: must be >= 1, got {request.reps}")
+    check_reserved(overrides, protocol.reserved)
+    check_options(request)
     tasks = protocol.select(request.tasks)
-    base = (
-        []
-        if any(_key(o) == "experiment" for o in overrides)
-        else [f"experiment={protocol.experiment}"]
-    )
-    run_overrides = [*base, *SUITE_DEFAULTS, *overrides]
-    if request.episodes is not None:  # the dedicated evaluation replaces the final one
-        run_overrides.append("eval.at_end=false")
+    run_overrides = stage_overrides(protocol, overrides, request.episodes)
     cfg = load_config(run_overrides + protocol.task_overrides(tasks[0]))
     protocol.check_tasks(tasks)
     return protocol, tasks, seeds, run_overrides, cfg
+
+
+def worker_job(
+    key: str,
+    run_dir: Path,
+    overrides: Sequence[str],
+    episodes: int | None = None,
+    after: tuple[str, ...] = (),
+) -> Job:
+    """One ``python -m reprl.suite.worker`` run of ``reprl train`` with ``overrides`` in
+    ``run_dir`` (``run_dir=`` is added), resumable from its checkpoint."""
+    worker = [sys.executable, "-m", "reprl.suite.worker", "--result"]
+    worker += [str(run_dir / "result.json")]
+    if episodes is not None:
+        worker += ["--episodes", str(episodes)]
+    argv = (*worker, "--", *overrides, f"run_dir={_quote(run_dir)}")
+    # resume= is read before Hydra parses anything: the raw path, unquoted.
+    return Job(key, run_dir, argv, (*worker, "--", f"resume={run_dir}"), after=after)
 
 
 def build_jobs(
@@ -188,56 +229,87 @@ def build_jobs(
     episodes: int | None,
 ) -> dict[tuple[str, int], Job]:
     """One worker job per (task, seed) in ``<out>/<task>/seed_<s>``."""
-    jobs = {}
-    for task in tasks:
-        for seed in seeds:
-            run_dir = out / task / f"seed_{seed}"
-            worker = [sys.executable, "-m", "reprl.suite.worker", "--result"]
-            worker += [str(run_dir / "result.json")]
-            if episodes is not None:
-                worker += ["--episodes", str(episodes)]
-            argv = (
-                *worker,
-                "--",
-                *run_overrides,
-                *protocol.task_overrides(task),
-                f"seed={seed}",
-                f"run_dir={_quote(run_dir)}",
-            )
-            # resume= is read before Hydra parses anything: the raw path, unquoted.
-            jobs[(task, seed)] = Job(
-                f"{task}/seed_{seed}", run_dir, argv, (*worker, "--", f"resume={run_dir}")
-            )
-    return jobs
+    return {
+        (task, seed): worker_job(
+            f"{task}/seed_{seed}",
+            out / task / f"seed_{seed}",
+            [*run_overrides, *protocol.task_overrides(task), f"seed={seed}"],
+            episodes,
+        )
+        for task in tasks
+        for seed in seeds
+    }
+
+
+def read_scores(jobs: dict[tuple[str, int], Job]) -> list[agg.RunScore]:
+    """The score of every finished ``(task, seed)`` job (its ``result.json``)."""
+    return [
+        agg.RunScore(task, seed, float(json.loads(job.result.read_text())["score"]))
+        for (task, seed), job in jobs.items()
+        if job.result.is_file()
+    ]
+
+
+def run_locked(
+    out: Path,
+    settings: dict[str, Any],
+    grid: dict[str, Any],
+    check: Callable[[], None],
+    header: str,
+    jobs: Sequence[Job],
+    workers: int | None,
+    write: Callable[[], None],
+    echo: Callable[[str], None],
+) -> int:
+    """Holding ``out``'s lock: check the saved settings and ``check()`` the runs already
+    there, save the settings and grid, run ``jobs``, then ``write()`` the tables (unless
+    interrupted). Returns the exit code (0: every job finished; 1: some failed; 130:
+    interrupted)."""
+    with exclusive(out, "reprl suite"):
+        check_settings(out, settings)
+        check()
+        save_settings(out, settings, grid)
+        echo(header)
+        report = run_jobs(list(jobs), workers, echo=echo)
+        if report.interrupted:
+            echo(f"interrupted: run the same command to continue ({out})")
+            return INTERRUPTED
+        write()
+    _report_failures(report, echo)
+    return 0 if report.ok else 1
 
 
 def run_suite(request: SuiteRequest, echo: Callable[[str], None] | None = None) -> int:
     """Run (or continue) a suite and write its tables; returns the exit code (0: every run
     finished; 1: some failed; 130: interrupted)."""
     echo = echo or (lambda line: print(line, flush=True))
+    if isinstance(get_suite(request.name), Pipeline):
+        from reprl.suite.pipeline import run_pipeline
+
+        return run_pipeline(request, echo)
     protocol, tasks, seeds, run_overrides, cfg = prepare(request)
     out = request.out or Path("runs") / f"{protocol.name}-{cfg.name}"
     config = settings_config(_config_dict(cfg), protocol)
     settings = {"suite": protocol.name, "episodes": request.episodes, "config": config}
     grid = {protocol.task_label + "s": tasks, "seeds": seeds, "overrides": run_overrides}
-    with exclusive(out, "reprl suite"):
-        check_settings(out, settings)
-        jobs = build_jobs(protocol, out, tasks, seeds, run_overrides, request.episodes)
-        check_runs(protocol, jobs.values(), config, request.episodes or cfg.eval.episodes)
-        save_settings(out, settings, grid)
-        echo(f"{protocol.title}: {_grid(protocol, tasks, seeds)} in {out}")
-        report = run_jobs(list(jobs.values()), request.workers, echo=echo)
-        if report.interrupted:
-            echo(f"interrupted: run the same command to continue ({out})")
-            return INTERRUPTED
-        scores = [
-            agg.RunScore(task, seed, float(json.loads(job.result.read_text())["score"]))
-            for (task, seed), job in jobs.items()
-            if job.result.is_file()
-        ]
-        write_outputs(protocol, out, tasks, seeds, scores, request.reps, cfg, run_overrides, echo)
-    _report_failures(report, echo)
-    return 0 if report.ok else 1
+    jobs = build_jobs(protocol, out, tasks, seeds, run_overrides, request.episodes)
+    subtitle = "overrides of every run: `" + " ".join(run_overrides) + "`"
+
+    def write() -> None:
+        scores = read_scores(jobs)
+        write_outputs(protocol, out, tasks, seeds, scores, request.reps, cfg.name, subtitle, echo)
+
+    return run_locked(
+        out,
+        settings,
+        grid,
+        lambda: check_runs(protocol, jobs.values(), config, request.episodes or cfg.eval.episodes),
+        f"{protocol.title}: {_grid(protocol, tasks, seeds)} in {out}",
+        list(jobs.values()),
+        request.workers,
+        write,
+        echo,
+    )
 
 
 def write_outputs(
@@ -247,11 +319,17 @@ def write_outputs(
     seeds: list[int],
     scores: list[agg.RunScore],
     reps: int,
-    cfg: Any,
-    run_overrides: list[str],
+    name: str,
+    subtitle: str,
     echo: Callable[[str], None],
+    extra: agg.Columns | None = None,
+    title: str | None = None,
 ) -> dict[str, agg.Interval] | None:
-    """results.csv, table.md, table.csv and hns.png; the aggregates when the grid is full."""
+    """results.csv, table.md, table.csv and hns.png; the aggregates when the grid is full.
+
+    ``name`` (the experiment's) goes into the title (default ``<protocol title>: <name>,
+    <grid>``), ``subtitle`` under it in table.md; ``extra`` adds per-task columns (e.g. probe
+    scores) to the tables and to each run's row of results.csv."""
     refs = dict(protocol.references)
     label = protocol.task_label
     rows = agg.task_rows(scores, refs, tasks)
@@ -268,12 +346,15 @@ def write_outputs(
         aggregates = agg.aggregate_hns(agg.hns_matrix(scores, refs, tasks, seeds), reps)
         if len(seeds) == 1:  # a stratified bootstrap resamples runs within each task
             note = "with one seed per task the intervals have zero width"
-    title = f"{protocol.title}: {cfg.name}, {_grid(protocol, tasks, seeds)}"
-    agg.write_results_csv(out / "results.csv", scores, refs, label)
-    agg.write_table_csv(out / "table.csv", rows, aggregates, label)
-    overrides = "overrides of every run: `" + " ".join(run_overrides) + "`"
-    agg.write_table_md(out / "table.md", title, rows, aggregates, reps, note, label, overrides)
+    title = title or f"{protocol.title}: {name}, {_grid(protocol, tasks, seeds)}"
+    agg.write_results_csv(out / "results.csv", scores, refs, label, extra)
+    agg.write_table_csv(out / "table.csv", rows, aggregates, label, extra)
+    agg.write_table_md(
+        out / "table.md", title, rows, aggregates, reps, note, label, subtitle, extra
+    )
     agg.plot(out / "hns.png", title, rows, aggregates, label)
+    if extra:
+        echo(agg.format_rows(rows, extra, label))
     echo(f"tables: {out / 'table.md'}, {out / 'table.csv'}; plot: {out / 'hns.png'}")
     if aggregates is None:
         echo(f"aggregates not computed: {note}")

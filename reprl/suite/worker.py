@@ -5,7 +5,9 @@ suite runner starts for every (task, seed); ``OVERRIDES`` are those of ``reprl t
 (``resume=<run_dir>`` to continue a run). The score is the run's final evaluation (the
 training envs' wrappers minus the score-changing ones: no reward clipping, no episodic life;
 ``eval.episodes`` episodes), or with ``--episodes K`` a dedicated evaluation of ``K``
-episodes of the final checkpoint with the same settings and seed.
+episodes of the final checkpoint with the same settings and seed. A pretraining run
+(``trainer=...``) is scored by its final probes instead (``probe/reward_f1``,
+``probe/action_f1``, the scores ``summary.yaml`` records as ``final_eval``).
 
 The result file (JSON: mean score, per-episode returns and lengths, steps) is written last and
 atomically, so its existence means the run is done. Exit codes: 0 done, 1 failed (a crash
@@ -51,6 +53,8 @@ def train_and_score(overrides: list[str], episodes: int | None) -> dict[str, Any
     result = train(cfg)
     if result.stop_reason == "interrupted":
         return None
+    if cfg.trainer:  # pretraining: judged by the light-weight probes of its backbone
+        return probe_result(cfg, result)
     ev, source = result.final_eval, "final_eval"
     if episodes is not None or ev is None:
         # A dedicated evaluation of the final checkpoint, seeded as the run's own.
@@ -75,6 +79,25 @@ def train_and_score(overrides: list[str], episodes: int | None) -> dict[str, Any
         "stop_reason": result.stop_reason,
         "evaluation": source,
         "env_id": cfg.env.id,
+        "seed": cfg.seed,
+    }
+
+
+def probe_result(cfg: Any, result: Any) -> dict[str, Any]:
+    """The result of a finished pretraining run: its final probe scores."""
+    from reprl.errors import ReprlError
+    from reprl.train import PROBE_KEYS
+
+    probes = result.final_eval or {}
+    if not all(k in probes for k in PROBE_KEYS):
+        raise ReprlError(f"{cfg.env.id}: the pretraining run ended without probe scores")
+    return {
+        **{k: float(v) for k, v in probes.items()},
+        "global_step": result.global_step,
+        "stop_reason": result.stop_reason,
+        "evaluation": "probe",
+        "env_id": cfg.env.id,
+        "dataset": f"{cfg.dataset.name}:{cfg.dataset.game}",
         "seed": cfg.seed,
     }
 
@@ -104,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         print("reprl suite run: stopped; checkpoint saved", file=sys.stderr)
         return INTERRUPTED
     write_json_atomic(args.result, score)
+    if score["evaluation"] == "probe":
+        print(
+            f"probes: reward F1 {score['probe/reward_f1']:.3f}, action F1 "
+            f"{score['probe/action_f1']:.3f}, {score['global_step']} steps"
+        )
+        return 0
     print(
         f"score {score['score']:.2f} +- {score['std']:.2f} over {score['episodes']} episodes "
         f"({score['evaluation']}), {score['global_step']} steps"

@@ -34,6 +34,7 @@ def make_pretraining(
         cfg.probe.num_samples = min(cfg.probe.num_samples, 200)
     if cfg.model.backbone.get("init_from") or cfg.model.backbone.get("freeze"):
         raise ConfigError("model.backbone.init_from/freeze: not used by pretraining trainers")
+    cfg.dataset.check_usable("dataset")
     segments = load_segments(cfg.dataset)
     stack = cfg.dataset.stack
     split = {"val_frac": cfg.dataset.val_frac, "seed": cfg.dataset.seed}
