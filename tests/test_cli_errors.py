@@ -23,7 +23,8 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
         (["train", "experiment=nope"], "experiment=nope: unknown option; valid: a2c_cartpole"),
         (
             ["train", "agent=foo"],
-            "agent=foo: unknown option; valid: a2c, ddpg, der, dqn, ppo, rainbow, sac, td3",
+            "agent=foo: unknown option; valid: a2c, alphazero, ddpg, der, dqn, ppo, rainbow, "
+            "sac, td3",
         ),
         (
             ["train", "experiment=ppo_cartpole", "agent.lrr=1"],

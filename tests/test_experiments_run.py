@@ -26,6 +26,7 @@ TINY = [
 
 
 HAS_MARIO = importlib.util.find_spec("nes_py") is not None
+HAS_VIZDOOM = importlib.util.find_spec("vizdoom") is not None
 NEEDS_CHECKPOINT = "pretrained"  # presets whose backbone comes from a run: see below
 
 
@@ -34,8 +35,12 @@ def experiment_params() -> list:
     for name in list_group("experiment"):
         if "atari" in name or NEEDS_CHECKPOINT in name:
             continue
-        marks = [pytest.mark.skipif(not HAS_MARIO, reason="mario extra not installed")]
-        params.append(pytest.param(name, marks=marks if "mario" in name else []))
+        marks = []
+        if "mario" in name:
+            marks = [pytest.mark.skipif(not HAS_MARIO, reason="mario extra not installed")]
+        if "vizdoom" in name:
+            marks = [pytest.mark.skipif(not HAS_VIZDOOM, reason="vizdoom extra not installed")]
+        params.append(pytest.param(name, marks=marks))
     return params
 
 

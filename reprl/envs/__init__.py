@@ -12,10 +12,12 @@ from reprl.envs import (  # noqa: F401
     dmc,
     envpool_vector,
     exploration,
+    games,
     mario,
     mujoco,
     subproc,
     sync,
+    vizdoom,
 )
 from reprl.envs.base import StepResult, VectorEnv
 from reprl.envs.config import AtariConfig, EnvConfig

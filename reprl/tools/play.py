@@ -145,13 +145,91 @@ class NumberKeymap(Keymap):
         return rows
 
 
+DOOM_KEYS = {
+    "up": "MOVE_FORWARD",
+    "down": "MOVE_BACKWARD",
+    "ctrl": "ATTACK",
+    "space": "USE",
+    "shift": "SPEED",
+    **{str(k): f"SELECT_WEAPON{k}" for k in range(1, 8)},
+}
+"""Doom's default keys: key -> ViZDoom button (left/right: see :class:`VizdoomKeymap`)."""
+DOOM_SIDE_BUTTONS = ("TURN_LEFT", "TURN_RIGHT", "MOVE_LEFT", "MOVE_RIGHT")
+
+
+def _doom_parts(meaning: str) -> tuple[str, ...] | None:
+    """``MOVE_LEFT+ATTACK`` -> (``MOVE_LEFT``, ``ATTACK``); None if not button names."""
+    if meaning == "NOOP":
+        return ()
+    parts = tuple(meaning.split("+"))
+    return parts if all(re.fullmatch(r"[A-Z][A-Z0-9_]*", p) for p in parts) else None
+
+
+class VizdoomKeymap(Keymap):
+    """ViZDoom action meanings (NOOP, ATTACK, MOVE_LEFT+ATTACK, ...: the buttons each action
+    presses) with Doom's default keys: up/down arrows MOVE_FORWARD/MOVE_BACKWARD, left/right
+    arrows TURN_LEFT/TURN_RIGHT (MOVE_LEFT/MOVE_RIGHT in scenarios that cannot turn, or with
+    alt held: strafe), ctrl ATTACK, space USE, shift SPEED, 1-7 SELECT_WEAPON1-7; no key is
+    NOOP. Held keys choose the action whose buttons are exactly the largest subset of the held
+    buttons the scenario has (as :class:`JoystickKeymap` falls back: ctrl+left in Basic, which
+    has no MOVE_LEFT+ATTACK action, is MOVE_LEFT)."""
+
+    def __init__(self, meanings: tuple[str, ...]) -> None:
+        self.meanings = meanings
+        self.index = {frozenset(_doom_parts(m) or ()): i for i, m in enumerate(meanings)}
+        self.noop = self.index.get(frozenset(), 0)
+        self.buttons = {b for m in meanings for b in _doom_parts(m) or ()}
+
+    def _side(self, side: str, strafe: bool) -> str:
+        """The button of the left/right arrow: turn, or move where turning is not possible."""
+        first, second = (f"MOVE_{side}", f"TURN_{side}")[:: 1 if strafe else -1]
+        return first if first in self.buttons or second not in self.buttons else second
+
+    def held_buttons(self, held: set[str]) -> list[str]:
+        vertical = [k for k in ("up", "down") if k in held]
+        horizontal = [k for k in ("left", "right") if k in held]
+        return [
+            *(DOOM_KEYS[k] for k in vertical if len(vertical) == 1),  # opposite arrows cancel
+            *(self._side(k.upper(), "alt" in held) for k in horizontal if len(horizontal) == 1),
+            *(DOOM_KEYS[k] for k in sorted(held) if k in DOOM_KEYS and k not in ("up", "down")),
+        ]
+
+    def action(self, held: set[str], pressed: list[str]) -> int | None:
+        parts = self.held_buttons(held)
+        for size in range(len(parts), 0, -1):
+            for combo in itertools.combinations(parts, size):
+                if frozenset(combo) in self.index:
+                    return self.index[frozenset(combo)]
+        return self.noop
+
+    def lines(self) -> list[str]:
+        keys = {button: key for key, button in DOOM_KEYS.items()}
+        for side in ("LEFT", "RIGHT"):
+            for strafe in (False, True):
+                keys.setdefault(self._side(side, strafe), f"{'alt+' * strafe}{side.lower()}")
+
+        def names(meaning: str) -> str:
+            return "+".join(keys.get(b, "(unbound)") for b in _doom_parts(meaning) or ())
+
+        return [f"{names(m) or '(no key)':>16}  {m}" for m in self.meanings]
+
+
 def keymap_for(spec: Any) -> Keymap:
-    """The keyboard bindings of a discrete-action env (see the module docstring)."""
+    """The keyboard bindings of a discrete-action env (see the module docstring); ViZDoom's
+    button-name meanings get Doom's keys (:class:`VizdoomKeymap`)."""
     meanings = tuple(spec.action_meanings)
     if spec.env_id in CLASSIC_KEYS:
         return ArrowKeymap(*CLASSIC_KEYS[spec.env_id], meanings)
     if meanings and "NOOP" in meanings and all(_joystick_parts(m) is not None for m in meanings):
         return JoystickKeymap(meanings)
+    doom = [_doom_parts(m) for m in meanings]
+    bound = {*DOOM_KEYS.values(), *DOOM_SIDE_BUTTONS}
+    if (
+        "NOOP" in meanings
+        and all(p is not None for p in doom)
+        and any(b in bound for p in doom for b in p or ())
+    ):
+        return VizdoomKeymap(meanings)
     return NumberKeymap(spec.num_actions, meanings)
 
 
@@ -170,6 +248,12 @@ def _key_name(key: int) -> str | None:
                 pygame.K_LEFT: "left",
                 pygame.K_RIGHT: "right",
                 pygame.K_SPACE: "space",
+                pygame.K_LCTRL: "ctrl",
+                pygame.K_RCTRL: "ctrl",
+                pygame.K_LALT: "alt",
+                pygame.K_RALT: "alt",
+                pygame.K_LSHIFT: "shift",
+                pygame.K_RSHIFT: "shift",
             }
         )
         for i in range(10):
