@@ -97,6 +97,14 @@ def test_pretrain_on_collected_atari_data_then_probe_the_checkpoint(
     assert {"probe/reward_f1", "probe/action_f1"} <= set(scores)
     assert 0.0 <= scores["probe/action_f1"] <= 1.0
     assert main(["probe", str(run), "dataset.root=/nope/nowhere"]) == 2
+    # the random-encoder baseline, with the probe_atari preset's protocol on the same data
+    capsys.readouterr()
+    baseline = ["probe", "random", "experiment=probe_atari", "env.id=ALE/Breakout-v5"]
+    baseline += ["dataset=episodes", f"dataset.root={data}", "probe.num_samples=120", "--json"]
+    assert main(baseline) == 0
+    random_scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0.0 <= random_scores["probe/action_f1"] <= 1.0
+    assert main(["probe", "random", "dataset.root=x"]) == 2  # needs experiment=
 
 
 def test_collect_and_probe_mistakes_are_one_line(tmp_path: Path, capsys) -> None:

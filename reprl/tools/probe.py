@@ -1,6 +1,10 @@
-"""``reprl probe CHECKPOINT [dataset=... dataset.K=V probe.K=V] [--json]``: the light-weight
-probes (:mod:`reprl.evaluation.probes`) on the frozen backbone of any checkpoint (a
-pretraining run's, or an agent's).
+"""``reprl probe CHECKPOINT|random [experiment=NAME] [dataset=... dataset.K=V probe.K=V]
+[--json]``: the light-weight probes (:mod:`reprl.evaluation.probes`) on the frozen backbone of
+any checkpoint (a pretraining run's, or an agent's), or on the randomly initialised backbone
+of ``experiment`` (``random``: the random-encoder baseline of Zhang et al. 2022).
+
+``experiment=probe_atari`` (or any pretraining experiment) supplies the dataset and probe
+settings in place of the run's own.
 
 The dataset is the run's own (``dataset`` in its config, for pretraining runs) unless
 overrides choose another: ``dataset=dqn_replay dataset.root=/data dataset.game=Pong``. The
@@ -23,17 +27,22 @@ DESCRIPTION = (
 
 
 def _settings(saved: dict[str, Any], overrides: list[str]) -> tuple[Any, Any]:
-    """(DatasetConfig, ProbeConfig) from the run's config and ``dataset.*``/``probe.*``
-    overrides."""
+    """(DatasetConfig, ProbeConfig) from the run's config (or ``experiment=NAME``'s) and
+    ``dataset.*``/``probe.*`` overrides."""
     import yaml
 
     from reprl.data.datasets.config import DatasetConfig
     from reprl.evaluation.probes import ProbeConfig
     from reprl.schema import from_dict
 
+    experiments = [o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")]
+    if experiments:
+        from reprl.config import compose
+
+        saved = compose([f"experiment={experiments[-1]}"])
     dataset = dict(saved.get("dataset") or {})
     probe = dict(saved.get("probe") or {})
-    for text in overrides:
+    for text in (o for o in overrides if not o.startswith("experiment=")):
         if "=" not in text:
             raise ConfigError(f"{text}: overrides are dataset=NAME, dataset.KEY=V or probe.KEY=V")
         key, raw = text.split("=", 1)
@@ -64,19 +73,33 @@ def probe_checkpoint(path: str, overrides: list[str]) -> dict[str, float]:
     from reprl.runs import checkpoint as ckpt
     from reprl.schema import component_config
 
-    state = ckpt.load(ckpt.resolve(path))
-    data_cfg, probe_cfg = _settings(state["config"], overrides)
-    cfg = config_from_saved(state["config"])
+    if path == "random":  # the random-encoder baseline: the experiment's backbone, untrained
+        from reprl.config import load_config
+
+        if not any(o.startswith("experiment=") for o in overrides):
+            raise ConfigError("probe random needs experiment=NAME (its env and backbone)")
+        cfg = load_config(overrides)
+        state = {"agent": None}
+        data_cfg, probe_cfg = cfg.dataset, cfg.probe
+        data_cfg.check_usable("dataset")
+    else:
+        state = ckpt.load(ckpt.resolve(path))
+        cfg = config_from_saved(state["config"])
+        data_cfg, probe_cfg = _settings(state["config"], overrides)
     spec = make_env_spec(cfg.env)
     if not spec.discrete:
         raise ConfigError(f"{cfg.env.id}: the action probe needs discrete actions")
     entry, b_cfg = component_config(BACKBONES, cfg.model.backbone, "model.backbone")
+    torch.manual_seed(cfg.seed)
     backbone = entry.obj(b_cfg, spec)
-    model = state["agent"].get("backbone") or {
-        k[len("backbone.") :]: v
-        for k, v in state["agent"]["model"].items()
-        if k.startswith("backbone.")
-    }
+    if state["agent"] is None:
+        model = backbone.state_dict()
+    else:
+        model = state["agent"].get("backbone") or {
+            k[len("backbone.") :]: v
+            for k, v in state["agent"]["model"].items()
+            if k.startswith("backbone.")
+        }
     try:
         backbone.load_state_dict({k: torch.as_tensor(v) for k, v in model.items()})
     except RuntimeError as exc:
@@ -91,7 +114,7 @@ def probe_checkpoint(path: str, overrides: list[str]) -> dict[str, float]:
 
 def _handler(args: argparse.Namespace) -> int:
     p = argparse.ArgumentParser(prog="reprl probe", description=DESCRIPTION)
-    p.add_argument("path", help="run folder or checkpoint")
+    p.add_argument("path", help="run folder or checkpoint, or 'random' (with experiment=)")
     p.add_argument("overrides", nargs="*", help="dataset=NAME dataset.KEY=V probe.KEY=V")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.parse_intermixed_args(args.rest, namespace=args)
