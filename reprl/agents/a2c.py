@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from reprl.agents.base import Agent, masked_mean
-from reprl.agents.onpolicy import behaviour_extras, gae_prepare
+from reprl.agents.onpolicy import behaviour_extras, gae_prepare, start_state
 from reprl.errors import ConfigError
 from reprl.optim.optimizers import RMSprop
 from reprl.optim.schedules import Schedule
@@ -86,8 +86,8 @@ class A2C(Agent):
     def compute_loss(self, mb: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Policy gradient with the advantage, squared value error, entropy bonus."""
         valid = mb.valid
-        with self.autocast():
-            (out, _), _ = self.model(mb.obs, None, mb.is_first)
+        with self.autocast():  # a recurrent neck re-runs the rollout from its start state
+            (out, _), _ = self.model(mb.obs, start_state(self.model, mb), mb.is_first)
         logp = out.dist.log_prob(mb.action).float()
         entropy = out.dist.entropy().float()
         value = out.value[..., 0].float()

@@ -10,7 +10,19 @@ import torch
 from reprl.data.returns import compute_gae
 from reprl.types import Batch
 
-BOOTSTRAP_KEYS = ("next_obs", "next_is_first")
+BOOTSTRAP_KEYS = ("next_obs", "next_is_first", "next_state")
+
+
+def is_recurrent(model: Any) -> bool:
+    """Whether the model's neck carries a state (LSTM, GRU) across steps."""
+    return model.initial_state(1) is not None
+
+
+def start_state(model: Any, batch: Batch, key: str = "initial_state") -> Any:
+    """The neck state stored in ``batch.extras[key]`` (the rollout's start by default), unpacked
+    for the model; None (the model starts from its initial state) when there is none."""
+    packed = batch.extras.get(key)
+    return None if packed is None else model.neck.state_from_batch(packed)
 
 
 def behaviour_extras(out: Any, action: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -25,9 +37,13 @@ def behaviour_extras(out: Any, action: torch.Tensor) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def gae_prepare(agent: Any, batch: Batch, gamma: float, gae_lambda: float) -> Batch:
     """Add ``advantage`` and ``returns`` (GAE), bootstrapped from V(next_obs) at the rollout's
-    end, and drop the bootstrap-only extras."""
+    end, and drop the bootstrap-only extras. A recurrent neck continues from the state the
+    rollout reached (``next_state``), as acting would have on the next step."""
+    next_state = start_state(agent.model, batch, "next_state")
     with agent.autocast():
-        (out, _), _ = agent.model(batch.extras["next_obs"], None, batch.extras["next_is_first"])
+        (out, _), _ = agent.model(
+            batch.extras["next_obs"], next_state, batch.extras["next_is_first"]
+        )
     adv, ret = compute_gae(
         batch.reward,
         batch.extras["value"],

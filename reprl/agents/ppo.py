@@ -17,11 +17,14 @@ import torch
 import torch.nn.functional as F
 
 from reprl.agents.base import Agent, mean_weights
-from reprl.agents.onpolicy import behaviour_extras, gae_prepare
+from reprl.agents.onpolicy import behaviour_extras, gae_prepare, is_recurrent, start_state
+from reprl.data.rollout import check_sequence_split
 from reprl.errors import ConfigError
 from reprl.optim.schedules import Schedule
 from reprl.registry import AGENTS
-from reprl.types import Batch
+from reprl.types import Batch, EnvSpec
+
+MINIBATCH_LAYOUTS = ("auto", "sequences", "transitions")
 
 
 @dataclass
@@ -34,6 +37,10 @@ class PPOConfig:
     """Passes over each rollout."""
     num_minibatches: int = 4
     """Minibatches per epoch (minibatch size = num_envs * num_steps / num_minibatches)."""
+    minibatch_layout: str = "auto"
+    """How minibatches are cut from a rollout: ``transitions`` (shuffled single steps),
+    ``sequences`` (whole env sequences in time order; num_envs divisible by num_minibatches)
+    or ``auto`` (sequences when the model's neck is recurrent, else transitions)."""
     gamma: float = 0.99
     """Discount factor."""
     gae_lambda: float = 0.95
@@ -86,6 +93,11 @@ class PPOConfig:
         """Reject inconsistent options at load time."""
         if self.autocast not in ("none", "bf16"):
             raise ConfigError(f"{path}.autocast: unknown '{self.autocast}'; valid: bf16, none")
+        if self.minibatch_layout not in MINIBATCH_LAYOUTS:
+            raise ConfigError(
+                f"{path}.minibatch_layout: unknown '{self.minibatch_layout}'; "
+                f"valid: {', '.join(MINIBATCH_LAYOUTS)}"
+            )
         for name in ("num_steps", "num_epochs", "num_minibatches"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{path}.{name}: must be >= 1, got {getattr(self, name)}")
@@ -117,6 +129,26 @@ class PPO(Agent):
     supports_auxiliaries = True
     supports_intrinsic = True
 
+    def __init__(self, cfg: PPOConfig, spec: EnvSpec, model: Any, device: torch.device) -> None:
+        super().__init__(cfg, spec, model, device)
+        recurrent = is_recurrent(model)
+        if recurrent and cfg.minibatch_layout == "transitions":
+            raise ConfigError(
+                "agent.minibatch_layout: transitions cut a recurrent neck's sequences from their "
+                "state; use sequences (or auto) with model.neck lstm/gru"
+            )
+        self.sequences = cfg.minibatch_layout == "sequences" or (
+            cfg.minibatch_layout == "auto" and recurrent
+        )
+        """Whether minibatches are whole env sequences (:meth:`minibatches`)."""
+
+    def make_source(self, envs: Any, seed: int, device: torch.device) -> Any:
+        """The rollout source; checks at the start that sequence minibatches can split the
+        envs (rather than after the first rollout)."""
+        if self.sequences:
+            check_sequence_split(envs.num_envs, self.cfg.num_minibatches)
+        return super().make_source(envs, seed, device)
+
     def act_extras(self, out: Any, action: torch.Tensor) -> dict[str, torch.Tensor]:
         """Store the behaviour policy's log-probability and value estimate."""
         return behaviour_extras(out, action)
@@ -132,7 +164,10 @@ class PPO(Agent):
         return gae_prepare(self, batch, self.cfg.gamma, self.cfg.gae_lambda)
 
     def minibatches(self, source: Any, batch: Batch) -> Iterator[Batch]:
-        """Shuffled transitions, num_epochs passes of num_minibatches."""
+        """num_epochs passes of num_minibatches: shuffled transitions, or whole env sequences
+        with a recurrent neck (CleanRL ppo_atari_lstm.py)."""
+        if self.sequences:
+            return source.sequence_minibatches(batch, self.cfg.num_epochs, self.cfg.num_minibatches)
         return source.minibatches(batch, self.cfg.num_epochs, self.cfg.num_minibatches)
 
     def compute_loss(self, mb: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -140,14 +175,16 @@ class PPO(Agent):
         cfg = self.cfg
         w = mean_weights(mb.valid)  # masked means: (x * w).sum(); invalid reset steps weigh 0
         embedding = None
+        # A recurrent neck re-runs each sequence from its rollout-start state (None: initial).
+        state = start_state(self.model, mb)
         with self.autocast():
             if self.auxiliaries or not cfg.backbone_grad:
                 # One backbone pass shared with the auxiliaries that read the embedding.
                 embedding, _ = self.model.backbone(mb.obs)
                 rl_input = embedding if cfg.backbone_grad else embedding.detach()
-                (out, _), _ = self.model.from_embedding(rl_input, None, mb.is_first)
+                (out, _), _ = self.model.from_embedding(rl_input, state, mb.is_first)
             else:
-                (out, _), _ = self.model(mb.obs, None, mb.is_first)
+                (out, _), _ = self.model(mb.obs, state, mb.is_first)
         logp = out.dist.log_prob(mb.action).float()
         entropy = out.dist.entropy().float()
         value = out.value[..., 0].float()

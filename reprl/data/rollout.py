@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from reprl.envs.base import StepResult, VectorEnv
+from reprl.errors import ConfigError
 from reprl.runs.checkpoint import to_numpy
 from reprl.types import Batch
 
@@ -87,11 +88,21 @@ class RolloutSource:
 
     # ------------------------------------------------------------------ collect
     def next(self, agent: Agent) -> Batch:
-        """Collect one rollout with ``agent`` acting; returns a Batch (on ``self.device``)."""
+        """Collect one rollout with ``agent`` acting; returns a Batch (on ``self.device``).
+
+        Its extras hold what acting stored plus, for bootstrapping, ``next_obs`` and
+        ``next_is_first`` ``(N, 1, ...)``: the observation after the last step. With a
+        recurrent neck also ``initial_state``, the neck's state where the rollout starts, and
+        ``next_state``, the state reached at its end (the one ``next_obs`` continues from),
+        each ``(N, 1, ...)`` as ``Neck.state_to_batch`` packs it.
+        """
         buf = self.buf
         if self.state is None:
             self.state = agent.initial_state(self.envs.num_envs)
         extras: dict[str, torch.Tensor] = {}
+        # A recurrent neck's state where the rollout starts, to re-run the model over each
+        # env's sequence when learning (cloned: acting's tensors are inference-mode tensors).
+        initial_state = None if self.state is None else self._pack(agent, self.state)
         extras_np: dict[str, np.ndarray] = {}
         # One autocast region for the whole rollout: its cache keeps the low-precision copies
         # of the (unchanging) weights across steps instead of casting them at every step.
@@ -110,7 +121,15 @@ class RolloutSource:
         # What the rollout's last step leads to, for bootstrapping: (N, 1, ...)
         batch.extras["next_obs"] = torch.from_numpy(self.next_obs[:, None]).to(buf.obs.dtype)
         batch.extras["next_is_first"] = torch.from_numpy(self.next_is_first[:, None])
+        if initial_state is not None:
+            batch.extras["initial_state"] = initial_state
+            batch.extras["next_state"] = self._pack(agent, self.state)
         return batch if self.device.type == "cpu" else batch.to(self.device, non_blocking=True)
+
+    @staticmethod
+    def _pack(agent: Agent, state: Any) -> torch.Tensor:
+        """A neck state as a normal CPU tensor ``(N, 1, ...)`` for the Batch."""
+        return agent.model.neck.state_to_batch(state).to("cpu", copy=True)
 
     def _collect(
         self, agent: Agent, extras: dict[str, torch.Tensor], extras_np: dict[str, np.ndarray]
@@ -164,6 +183,28 @@ class RolloutSource:
             for start in range(0, mb_size * num_minibatches, mb_size):
                 yield flat.index(perm[start : start + mb_size])
 
+    def sequence_minibatches(
+        self, batch: Batch, num_epochs: int, num_minibatches: int
+    ) -> Iterator[Batch]:
+        """Whole env sequences, ``(num_envs / num_minibatches, T, ...)`` each, in time order,
+        ``num_epochs`` passes; envs are shuffled between minibatches, time steps never.
+
+        For recurrent models: each minibatch keeps its envs' ``initial_state`` extras, and the
+        loss re-runs the model over the sequences from them with the ``is_first`` resets, as
+        CleanRL's ppo_atari_lstm.py (``envsperbatch``) does. Shuffled single transitions would
+        cut every sequence from its state (Tianshou's recurrent-training bug).
+
+        Raises:
+            ConfigError: the number of envs is not divisible by ``num_minibatches``.
+        """
+        n = batch.shape[0]
+        check_sequence_split(n, num_minibatches)
+        mb_envs = n // num_minibatches
+        for _ in range(num_epochs):
+            perm = torch.randperm(n, generator=self.generator).to(batch.reward.device)
+            for start in range(0, n, mb_envs):
+                yield batch.index(perm[start : start + mb_envs])
+
     # ------------------------------------------------------------------ bookkeeping
     def pop_metrics(self) -> dict[str, float]:
         """Episode statistics and timings since the last call."""
@@ -187,7 +228,7 @@ class RolloutSource:
         (Box2D, ale/envpool backends), the envs are reset instead and a warning says so."""
         self.envs.load_state_dict(to_numpy(state["env"]))
         self.generator.set_state(state["generator"])
-        self.state = state.get("recurrent_state")
+        self.state = _to_device(state.get("recurrent_state"), self.device)
         if self.envs.supports_exact_resume():
             self.next_obs = to_numpy(state["next_obs"]).copy()
             self.next_is_first = to_numpy(state["next_is_first"]).copy()
@@ -201,3 +242,23 @@ class RolloutSource:
         self.next_obs = np.asarray(self.envs.reset(seed=self.seed + 7919))
         self.next_is_first = np.ones(self.envs.num_envs, dtype=bool)
         self.next_valid = np.ones(self.envs.num_envs, dtype=bool)
+
+
+def check_sequence_split(num_envs: int, num_minibatches: int) -> None:
+    """Sequence minibatches split the envs: ``num_envs`` must be divisible by
+    ``num_minibatches`` (ConfigError naming both otherwise)."""
+    if num_envs % num_minibatches:
+        raise ConfigError(
+            f"agent.num_minibatches: sequence minibatches split the envs into equal groups, "
+            f"but env.num_envs={num_envs} is not divisible by num_minibatches={num_minibatches}"
+        )
+
+
+def _to_device(state: Any, device: torch.device) -> Any:
+    """A loaded recurrent state (tensors in nested tuples) as fresh tensors on ``device``
+    (a loaded checkpoint's tensors are memory-mapped from the file)."""
+    if isinstance(state, torch.Tensor):
+        return state.to(device, copy=True)
+    if isinstance(state, (list, tuple)):
+        return type(state)(_to_device(s, device) for s in state)
+    return state

@@ -21,7 +21,7 @@ from gymnasium.error import DependencyNotInstalled
 from gymnasium.wrappers import DtypeObservation
 
 from reprl.envs.family import EnvFamily
-from reprl.envs.wrappers import OneHotObservation
+from reprl.envs.wrappers import MaskObservation, OneHotObservation
 from reprl.errors import EnvError
 from reprl.registry import ENVS
 
@@ -63,6 +63,8 @@ def _make_float32(
     space = env.observation_space
     if isinstance(space, gym.spaces.Box) and space.dtype != np.float32:
         env = DtypeObservation(env, np.float32)
+    if cfg.obs_mask:  # a partially observable variant (memory tasks)
+        env = MaskObservation(env, cfg.obs_mask)
     return env
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from reprl.errors import ConfigError
+
 
 @dataclass
 class AtariConfig:
@@ -89,6 +91,18 @@ class EnvConfig:
     """Atari preprocessing options (ALE games only)."""
     dmc: DMCConfig = field(default_factory=DMCConfig)
     """DeepMind Control Suite options (``dmc/<domain>-<task>`` ids only)."""
+    obs_mask: list[int] = field(default_factory=list)
+    """Indices of flat observation entries hidden from the agent (set to 0, shape kept), for
+    partially observable variants: [1, 3] hides CartPole's velocities. Classic control and
+    Box2D envs (:class:`reprl.envs.wrappers.MaskObservation`)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments of the env constructor: gymnasium.make's (e.g. continuous:
     true; MuJoCo's ctrl_cost_weight) or, for dmc/ ids, the suite task function's."""
+
+    def validate(self, path: str) -> None:
+        """Reject negative or repeated ``obs_mask`` indices (the size is checked when the env
+        is made)."""
+        if any(i < 0 for i in self.obs_mask) or len(set(self.obs_mask)) != len(self.obs_mask):
+            raise ConfigError(
+                f"{path}.obs_mask: indices must be distinct and >= 0, got {self.obs_mask}"
+            )

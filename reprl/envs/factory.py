@@ -19,6 +19,9 @@ from reprl.errors import ConfigError
 from reprl.registry import VECTOR_BACKENDS
 from reprl.types import EnvSpec
 
+MASKABLE = ("classic_control", "box2d")
+"""Families whose envs apply ``env.obs_mask`` (reprl/envs/classic.py)."""
+
 
 def check_config(
     cfg: EnvConfig, num_envs: int | None = None
@@ -39,6 +42,11 @@ def check_config(
     if cfg.normalize_reward and not 0.0 <= cfg.norm_gamma <= 1.0:
         raise ConfigError(f"env.norm_gamma must be in [0, 1], got {cfg.norm_gamma}")
     family = resolve_env(cfg.id)
+    if cfg.obs_mask and family.name not in MASKABLE:
+        raise ConfigError(
+            f"env.obs_mask: only for {', '.join(MASKABLE)} envs (flat float observations); "
+            f"{cfg.id} is {family.name}"
+        )
     backend = VECTOR_BACKENDS.get(cfg.backend).obj
     family.check_config(cfg.id, cfg)
     backend.check(family, cfg.id, cfg)

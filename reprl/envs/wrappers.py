@@ -7,6 +7,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from reprl.errors import ConfigError
+
 
 class OneHotObservation(gym.ObservationWrapper):
     """Discrete(n) observations -> float32 one-hot vectors of length n (Taxi's 500 states)."""
@@ -23,6 +25,38 @@ class OneHotObservation(gym.ObservationWrapper):
     def observation(self, observation: Any) -> np.ndarray:
         """Row ``observation`` of the identity matrix (a copy)."""
         return self._eye[int(observation) - self._start]
+
+
+class MaskObservation(gym.ObservationWrapper):
+    """Hide entries of a flat Box observation by setting them to 0 (their bounds become 0).
+
+    Makes a task partially observable without changing its observation shape, e.g.
+    ``env.obs_mask=[1,3]`` hides CartPole's cart and pole velocities, which a policy then has
+    to infer from successive positions: a memory task for recurrent necks (the "CartPole with
+    velocities removed" POMDP of recurrent-RL papers, e.g. Ni et al. 2022, "Recurrent
+    model-free RL can be a strong baseline for many POMDPs").
+    """
+
+    def __init__(self, env: gym.Env, indices: list[int]) -> None:
+        super().__init__(env)
+        space = env.observation_space
+        if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
+            raise ConfigError(f"env.obs_mask: needs flat Box observations, got {space}")
+        size = space.shape[0]
+        bad = [i for i in indices if not 0 <= i < size]
+        if bad:
+            raise ConfigError(
+                f"env.obs_mask: indices {bad} out of range for observations of size {size}"
+            )
+        self._keep = np.ones(size, dtype=space.dtype)
+        self._keep[list(indices)] = 0
+        hidden = self._keep == 0
+        low, high = np.where(hidden, 0, space.low), np.where(hidden, 0, space.high)
+        self.observation_space = gym.spaces.Box(low, high, space.shape, space.dtype)
+
+    def observation(self, observation: Any) -> np.ndarray:
+        """The observation with the masked entries set to 0 (a new array)."""
+        return observation * self._keep
 
 
 class FireReset(gym.Wrapper):

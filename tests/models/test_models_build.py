@@ -115,7 +115,7 @@ def test_impala_convs_keep_default_init() -> None:
             r"model\.backbone\.name: .*valid: conv, impala_cnn",
         ),
         (ModelConfig(backbone={"hidden_sizes": [8]}), r"model\.backbone\.name: missing; valid"),
-        (ModelConfig(neck={"name": "lstmm"}), r"model\.neck\.name: .*valid: identity"),
+        (ModelConfig(neck={"name": "lstmm"}), r"model\.neck\.name: .*valid: gru, identity, lstm"),
         (ModelConfig(policy={"name": "dqn"}), r"model\.policy\.name: .*valid: actor_critic"),
         (
             ModelConfig(backbone={"name": "mlp", "activation": "sigmoid"}),
