@@ -18,6 +18,7 @@ from torch import nn
 
 from reprl.auxiliaries.augment import SSLAuxiliary, SSLOptions
 from reprl.models.ssl import BYOLConfig, BYOLHead, byol_loss, byol_target
+from reprl.optim.target import EMATargets
 from reprl.registry import AUXILIARIES
 from reprl.types import Batch, EnvSpec
 
@@ -34,7 +35,7 @@ class BYOLAuxConfig(BYOLConfig, SSLOptions):
 
 
 @AUXILIARIES.register("byol", BYOLAuxConfig)
-class BYOLAuxiliary(SSLAuxiliary):
+class BYOLAuxiliary(EMATargets, SSLAuxiliary):
     """BYOL (Grill et al. 2020) on the agent's backbone: ``loss_ssl_byol``."""
 
     name = "byol"
@@ -59,17 +60,3 @@ class BYOLAuxiliary(SSLAuxiliary):
         z1, z2 = z_target.float().chunk(2)
         loss = byol_loss(p1, p2, z1, z2, valid)
         return {"loss_ssl_byol": self.cfg.coef * loss}, {"stats/byol_loss": loss.detach()}
-
-    def after_update(self) -> None:
-        """EMA step of the target encoder and projector."""
-        self.updates += 1
-        self.target.update(self.updates)
-
-    def extra_state(self) -> dict[str, Any]:
-        """The update count (the target's weights are in ``state_dict``)."""
-        return {"updates": self.updates}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`extra_state`."""
-        self.updates = int(state["updates"])
-        self.target.last_update = self.updates

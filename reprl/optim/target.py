@@ -137,3 +137,33 @@ class TargetNetwork:
         """Restore what :meth:`state_dict` returned."""
         self.target.load_state_dict(state["target"])
         self.last_update = int(state["last_update"])
+
+
+class EMATargets:
+    """Mixin of modules whose target networks (:class:`TargetNetwork`, e.g. BYOL's and SPR's
+    EMA encoders) step once after every optimiser update: ``after_update`` counts updates and
+    updates :meth:`ema_targets`; ``extra_state``/``load_extra_state`` checkpoint the count.
+    The targets' weights are registered submodules, saved with ``state_dict``."""
+
+    updates: int = 0
+    target: TargetNetwork
+
+    def ema_targets(self) -> list[TargetNetwork]:
+        """The targets to step (default: ``self.target``)."""
+        return [self.target]
+
+    def after_update(self) -> None:
+        """One EMA step of every target."""
+        self.updates += 1
+        for target in self.ema_targets():
+            target.update(self.updates)
+
+    def extra_state(self) -> dict[str, Any]:
+        """The update count."""
+        return {"updates": self.updates}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`extra_state`."""
+        self.updates = int(state["updates"])
+        for target in self.ema_targets():
+            target.last_update = self.updates

@@ -28,7 +28,7 @@ from torch import nn
 from reprl.errors import ConfigError
 from reprl.models.build import zero_obs
 from reprl.models.ssl import ProjectedEncoder, ViewsConfig
-from reprl.optim.target import TargetNetwork
+from reprl.optim.target import EMATargets, TargetNetwork
 from reprl.registry import TRAINERS
 from reprl.trainers.base import TrainerConfig, TrainerModel
 from reprl.trainers.spr import augment, mlp
@@ -108,7 +108,7 @@ def info_nce(
     return (ce * m).sum() / denom, accuracy.detach()
 
 
-class ATCHead(nn.Module):
+class ATCHead(EMATargets, nn.Module):
     """ATC's compressor, residual predictor, bilinear ``W`` and EMA target (encoder +
     compressor), on the trainer model's backbone."""
 
@@ -150,20 +150,6 @@ class ATCHead(nn.Module):
         loss, accuracy = info_nce(pred, positive.flatten(0, 1), self.weight, mask)
         info = {"stats/atc_loss": loss.detach(), "stats/atc_accuracy": accuracy}
         return {"loss_ssl_atc": self.cfg.coef * loss}, info
-
-    def after_update(self) -> None:
-        """EMA step of the target encoder and compressor."""
-        self.updates += 1
-        self.target.update(self.updates)
-
-    def extra_state(self) -> dict[str, Any]:
-        """The update count (the target's weights are in ``state_dict``)."""
-        return {"updates": self.updates}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`extra_state`."""
-        self.updates = int(state["updates"])
-        self.target.last_update = self.updates
 
 
 @TRAINERS.register("atc", ATCTrainerConfig)

@@ -47,7 +47,7 @@ from reprl.models.ssl import (
     byol_pair_loss,
     intensity,
 )
-from reprl.optim.target import TargetConfig, TargetNetwork
+from reprl.optim.target import EMATargets, TargetConfig, TargetNetwork
 from reprl.registry import TRAINERS
 from reprl.trainers.base import TrainerConfig, TrainerModel
 from reprl.trainers.ssl import _SSLTrainer
@@ -201,7 +201,7 @@ class LatentDecoder(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # Head and trainer
 # ---------------------------------------------------------------------------------------------
-class MLRHead(nn.Module):
+class MLRHead(EMATargets, nn.Module):
     """The trainer model's head: latent decoder, projection g, prediction q and the EMA
     target of backbone + g (registered as ``target_encoder``, so saved with the weights)."""
 
@@ -247,20 +247,6 @@ class MLRHead(nn.Module):
         loss = byol_pair_loss(prediction, target, mb.valid)
         stats = {"stats/mlr_loss": loss.detach(), "stats/mlr_mask_frac": mask.float().mean()}
         return {"loss_ssl_mlr": loss}, stats
-
-    def after_update(self) -> None:
-        """EMA step of the target encoder and projection."""
-        self.updates += 1
-        self.target.update(self.updates)
-
-    def extra_state(self) -> dict[str, Any]:
-        """The update count (the target's weights are in ``state_dict``)."""
-        return {"updates": self.updates}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`extra_state`."""
-        self.updates = int(state["updates"])
-        self.target.last_update = self.updates
 
 
 @TRAINERS.register("mlr", MLRTrainerConfig)

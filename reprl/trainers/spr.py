@@ -33,7 +33,7 @@ from reprl.errors import ConfigError
 from reprl.models.augment import random_shift
 from reprl.models.build import zero_obs
 from reprl.models.ssl import ProjectedEncoder, ViewsConfig, intensity
-from reprl.optim.target import TargetNetwork
+from reprl.optim.target import EMATargets, TargetNetwork
 from reprl.registry import TRAINERS
 from reprl.trainers.base import TrainerConfig, TrainerModel
 from reprl.trainers.ssl import _SSLTrainer
@@ -191,7 +191,7 @@ def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
 # ---------------------------------------------------------------------------------------------
 # Head
 # ---------------------------------------------------------------------------------------------
-class SGIHead(nn.Module):
+class SGIHead(EMATargets, nn.Module):
     """SPR's transition model, projection, predictor and EMA target, SGI's inverse model and
     goal-conditioned Q head, on the trainer model's backbone."""
 
@@ -303,20 +303,9 @@ class SGIHead(nn.Module):
         return loss, {"stats/goal_q": q_a.detach().mean(), "stats/goal_reward": reward.mean()}
 
     # ----------------------------------------------------------------- state
-    def after_update(self) -> None:
-        """EMA step of the target encoder + projection and of the target goal Q head."""
-        self.updates += 1
-        self.target.update(self.updates)
-        self.goal_target.update(self.updates)
-
-    def extra_state(self) -> dict[str, Any]:
-        """The update count (the targets' weights are in ``state_dict``)."""
-        return {"updates": self.updates}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`extra_state`."""
-        self.updates = int(state["updates"])
-        self.target.last_update = self.goal_target.last_update = self.updates
+    def ema_targets(self) -> list[TargetNetwork]:
+        """The target encoder + projection and the target goal Q head."""
+        return [self.target, self.goal_target]
 
 
 @TRAINERS.register("sgi", SGITrainerConfig)
