@@ -136,24 +136,7 @@ def test_finetune_from_the_pretrained_backbone(dataset: Path, tmp_path: Path) ->
 def test_pretraining_resume_equals_the_uninterrupted_run(dataset: Path, tmp_path: Path) -> None:
     full, part = tmp_path / "full", tmp_path / "part"
     train(load_config([*pretrain_args(dataset), f"run_dir={full}"]))
-    shutil.copytree(full, part)
-    for p in (part / "checkpoints").iterdir():
-        if p.name != "step_160.pt":
-            p.unlink()
-    train(load_config([f"resume={part / 'checkpoints' / 'step_160.pt'}", *QUIET]))
-
-    def tail(run: Path) -> list[dict]:
-        return [
-            {k: v for k, v in r.items() if k.startswith(("losses/", "probe/"))}
-            for r in records(run)
-            if r["global_step"] > 160
-        ]
-
-    assert tail(full) and tail(part) == tail(full)
-    a = ckpt.load(ckpt.resolve(full))["agent"]["model"]
-    b = ckpt.load(ckpt.resolve(part))["agent"]["model"]
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert_resume_from_middle_matches(full, part, 160)
 
 
 def test_debug_runs_one_batch_and_one_evaluation(dataset: Path, tmp_path: Path) -> None:
@@ -180,3 +163,27 @@ def test_pretraining_mistakes_are_one_line_errors(
 ) -> None:
     with pytest.raises(ReprlError, match=message):
         train(load_config([*pretrain_args(dataset), *overrides, f"run_dir={tmp_path}"]))
+
+
+def assert_resume_from_middle_matches(full: Path, part: Path, step: int) -> None:
+    """Copy the finished run ``full`` to ``part`` keeping only its ``step_<step>.pt``, resume
+    it there: the losses and probes logged after ``step`` and the final weights must equal the
+    uninterrupted run's."""
+    shutil.copytree(full, part)
+    for p in (part / "checkpoints").iterdir():
+        if p.name != f"step_{step}.pt":
+            p.unlink()
+    train(load_config([f"resume={part / 'checkpoints' / f'step_{step}.pt'}", *QUIET]))
+
+    def tail(run: Path) -> list[dict]:
+        return [
+            {k: v for k, v in r.items() if k.startswith(("losses/", "probe/"))}
+            for r in records(run)
+            if r["global_step"] > step
+        ]
+
+    assert tail(full) and tail(part) == tail(full)
+    a = ckpt.load(ckpt.resolve(full))["agent"]["model"]
+    b = ckpt.load(ckpt.resolve(part))["agent"]["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)

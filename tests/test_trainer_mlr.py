@@ -4,7 +4,6 @@ checkpoints, exact resume) on the generated DQN-Replay frames of test_pretrain."
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,12 @@ from reprl.trainers.mlr import (
 )
 from reprl.types import Batch, EnvSpec
 from tests.test_offline_data import write_checkpoint
-from tests.test_pretrain import QUIET, pong_like_data, pretrain_args, records
+from tests.test_pretrain import (
+    assert_resume_from_middle_matches,
+    pong_like_data,
+    pretrain_args,
+    records,
+)
 
 SPEC = EnvSpec("Pong", (4, 84, 84), np.dtype(np.uint8), "discrete", num_actions=6, frame_stack=4)
 SMALL = [
@@ -168,21 +172,4 @@ def test_mlr_run_logs_probes_checkpoints_and_resumes_exactly(dataset: Path, tmp_
     assert any(k.startswith("backbone.") for k in model)
     assert any(k.startswith("head.target_encoder.") for k in model)
     # resume from the middle: the same losses, probes and weights as the uninterrupted run
-    shutil.copytree(full, part)
-    for p in (part / "checkpoints").iterdir():
-        if p.name != "step_160.pt":
-            p.unlink()
-    train(load_config([f"resume={part / 'checkpoints' / 'step_160.pt'}", *QUIET]))
-
-    def tail(run: Path) -> list[dict]:
-        return [
-            {k: v for k, v in r.items() if k.startswith(("losses/", "probe/"))}
-            for r in records(run)
-            if r["global_step"] > 160
-        ]
-
-    assert tail(full) and tail(part) == tail(full)
-    a = ckpt.load(ckpt.resolve(full))["agent"]["model"]
-    b = ckpt.load(ckpt.resolve(part))["agent"]["model"]
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert_resume_from_middle_matches(full, part, 160)

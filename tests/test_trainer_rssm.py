@@ -7,7 +7,6 @@ test_pretrain."""
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,12 @@ from reprl.trainers.base import TrainerModel
 from reprl.trainers.rssm import RSSM, RSSMTrainer, RSSMTrainerConfig, balanced_kl
 from reprl.types import Batch, EnvSpec
 from tests.test_offline_data import write_checkpoint
-from tests.test_pretrain import QUIET, pong_like_data, pretrain_args, records
+from tests.test_pretrain import (
+    assert_resume_from_middle_matches,
+    pong_like_data,
+    pretrain_args,
+    records,
+)
 
 SPEC = EnvSpec("Pong", (4, 84, 84), np.dtype(np.uint8), "discrete", num_actions=6, frame_stack=4)
 SMALL = [
@@ -176,21 +180,4 @@ def test_rssm_run_logs_probes_checkpoints_and_resumes_exactly(
     assert any(k.startswith("backbone.") for k in model)
     assert any(k.startswith("head.rssm.") for k in model)
     # resume from the middle: the same losses, probes and weights as the uninterrupted run
-    shutil.copytree(full, part)
-    for p in (part / "checkpoints").iterdir():
-        if p.name != "step_320.pt":
-            p.unlink()
-    train(load_config([f"resume={part / 'checkpoints' / 'step_320.pt'}", *QUIET]))
-
-    def tail(run: Path) -> list[dict]:
-        return [
-            {k: v for k, v in r.items() if k.startswith(("losses/", "probe/"))}
-            for r in records(run)
-            if r["global_step"] > 320
-        ]
-
-    assert tail(full) and tail(part) == tail(full)
-    a = ckpt.load(ckpt.resolve(full))["agent"]["model"]
-    b = ckpt.load(ckpt.resolve(part))["agent"]["model"]
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert_resume_from_middle_matches(full, part, 320)

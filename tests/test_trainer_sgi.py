@@ -5,7 +5,6 @@ exact resume)."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from reprl.trainers.spr import (
 )
 from reprl.types import Batch, EnvSpec
 from tests.test_offline_data import write_checkpoint
-from tests.test_pretrain import QUIET, pong_like_data, records
+from tests.test_pretrain import QUIET, assert_resume_from_middle_matches, pong_like_data, records
 
 pytestmark = pytest.mark.atari
 SPEC = EnvSpec("toy", (4, 84, 84), np.dtype(np.uint8), "discrete", num_actions=6)
@@ -194,20 +193,4 @@ def test_sgi_run_logs_probes_checkpoints_and_resumes_exactly(dataset: Path, tmp_
     assert any(k.startswith("backbone.") for k in model)
     assert any(k.startswith("head.target_encoder.") for k in model)
     # resume from the middle checkpoint: the same losses, probes and weights
-    shutil.copytree(full, part)
-    for p in (part / "checkpoints").iterdir():
-        if p.name != "step_480.pt":
-            p.unlink()
-    train(load_config([f"resume={part / 'checkpoints' / 'step_480.pt'}", *QUIET]))
-
-    def tail(run: Path) -> list[dict]:
-        return [
-            {k: v for k, v in r.items() if k.startswith(("losses/", "probe/"))}
-            for r in records(run)
-            if r["global_step"] > 480
-        ]
-
-    assert tail(full) and tail(part) == tail(full)
-    b = ckpt.load(ckpt.resolve(part))["agent"]["model"]
-    for k in model:
-        torch.testing.assert_close(model[k], b[k], rtol=0, atol=0)
+    assert_resume_from_middle_matches(full, part, 480)
