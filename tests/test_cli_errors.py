@@ -23,7 +23,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
         (["train", "experiment=nope"], "experiment=nope: unknown option; valid: a2c_cartpole"),
         (
             ["train", "agent=foo"],
-            "agent=foo: unknown option; valid: a2c, alphazero, ddpg, der, dqn, ppo, rainbow, "
+            "agent=foo: unknown option; valid: a2c, alphazero, ddpg, der, dqn, ppo, r2d2, rainbow, "
             "sac, td3",
         ),
         (

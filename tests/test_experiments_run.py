@@ -51,7 +51,7 @@ def test_experiment_runs(name: str, tmp_path: Path) -> None:
     agent = full.agent["name"]
     if "rnd" in full.aux:  # reach the intrinsic rewards within the tiny budget
         shrink += ["aux.rnd.obs_norm_init_steps=16"]
-    if agent in ("dqn", "sac", "td3", "ddpg"):  # off-policy: shrink collection and updates
+    if agent in ("dqn", "sac", "td3", "ddpg", "r2d2"):  # off-policy: shrink collection and updates
         shrink += [
             "agent.train_freq=16",
             "agent.learning_starts=16",
