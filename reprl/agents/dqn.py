@@ -253,19 +253,6 @@ class DQN(OffPolicyAgent):
         if self.cfg.target_update_unit == "gradient_steps":
             self.target.update(self.gradient_steps_done)
 
-    # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:
-        """Model, optimizer, target network and counters."""
-        return super().state_dict() | {"target": self.target.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any], optimizer: bool = True) -> None:
-        """Restore :meth:`state_dict` (weights-only init also copies them into the target)."""
-        super().load_state_dict(state, optimizer)
-        if optimizer and "target" in state:
-            self.target.load_state_dict(state["target"])
-        else:
-            self.target.sync()
-
 
 def _at(out: QOutput, rows: torch.Tensor | None, step: torch.Tensor | int) -> QOutput:
     """``out`` (``(B, T, ...)`` fields) at one step per window: ``step`` for every window

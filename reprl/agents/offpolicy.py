@@ -80,6 +80,8 @@ class OffPolicyAgent(Agent):
     :attr:`beta` for the importance weights.
     """
 
+    target: TargetNetwork
+    """The target network every off-policy agent builds in its ``__init__`` (saved here)."""
     prioritized: bool = False
     """Proportional prioritized replay (DQN's switch)."""
     per_alpha: float = 0.6
@@ -153,19 +155,24 @@ class OffPolicyAgent(Agent):
                 yield big.index(slice(start, start + size))
 
     def state_dict(self) -> dict[str, Any]:
-        """Model, optimizer and the step counters."""
+        """Model, optimizer, the target network and the step counters."""
         return super().state_dict() | {
+            "target": self.target.state_dict(),
             "gradient_steps": self.gradient_steps_done,
             "env_steps": self.env_steps_seen,
         }
 
     def load_state_dict(self, state: dict[str, Any], optimizer: bool = True) -> None:
         """Restore :meth:`state_dict` (counters only with the optimizer: a weights-only load
-        starts a new run)."""
+        starts a new run, its target a copy of the loaded weights)."""
         super().load_state_dict(state, optimizer)
         if optimizer:
             self.gradient_steps_done = int(state.get("gradient_steps", 0))
             self.env_steps_seen = int(state.get("env_steps", 0))
+        if optimizer and "target" in state:
+            self.target.load_state_dict(state["target"])
+        else:
+            self.target.sync()
 
 
 @dataclass
@@ -346,7 +353,6 @@ class ContinuousAgent(OffPolicyAgent):
     def state_dict(self) -> dict[str, Any]:
         """Model, optimizers, target, extra parameters and counters."""
         return super().state_dict() | {
-            "target": self.target.state_dict(),
             "extra": {k: v.detach().clone() for k, v in self.extra_params.items()},
             "actor_updates": self.actor_updates,
         }
@@ -355,10 +361,7 @@ class ContinuousAgent(OffPolicyAgent):
         """Restore :meth:`state_dict` (a weights-only load syncs the target to the model)."""
         super().load_state_dict(state, optimizer)
         if optimizer and "target" in state:
-            self.target.load_state_dict(state["target"])
             self.actor_updates = int(state.get("actor_updates", 0))
             with torch.no_grad():
                 for k, v in state.get("extra", {}).items():
                     self.extra_params[k].copy_(v)
-        else:
-            self.target.sync()

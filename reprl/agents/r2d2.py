@@ -335,16 +335,3 @@ class R2D2(OffPolicyAgent):
         if self.cfg.prioritized and self.buffer is not None:
             self.buffer.update_priorities(mb.extras["index"][:, 0], self._priority)
         self.target.update(self.gradient_steps_done)
-
-    # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:
-        """Model, optimizer, target network and counters."""
-        return super().state_dict() | {"target": self.target.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any], optimizer: bool = True) -> None:
-        """Restore :meth:`state_dict` (a weights-only load copies them into the target)."""
-        super().load_state_dict(state, optimizer)
-        if optimizer and "target" in state:
-            self.target.load_state_dict(state["target"])
-        else:
-            self.target.sync()
