@@ -16,7 +16,6 @@ from reprl.config import load_config
 from reprl.errors import ReprlError
 from reprl.runs import checkpoint as ckpt
 from reprl.train import train
-from tests.test_offline_data import write_checkpoint
 
 pytestmark = pytest.mark.atari
 QUIET = ["logger.progress=false", "logger.tensorboard=false"]
@@ -38,13 +37,6 @@ def pong_like_data(n: int = 1200, seed: int = 0) -> dict[str, np.ndarray]:
         if i % 100 == 99:
             terminal[i], x = 1, int(rng.integers(0, 76))
     return {"observation": obs, "action": action, "reward": reward, "terminal": terminal}
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("dqn_replay")
-    write_checkpoint(root / "Pong" / "1" / "replay_logs", 0, pong_like_data())
-    return root
 
 
 def pretrain_args(dataset: Path, trainer: str = "byol") -> list[str]:

@@ -23,10 +23,8 @@ from reprl.trainers.mlr import (
     cube_mask,
 )
 from reprl.types import Batch, EnvSpec
-from tests.test_offline_data import write_checkpoint
 from tests.test_pretrain import (
     assert_resume_from_middle_matches,
-    pong_like_data,
     pretrain_args,
     records,
 )
@@ -41,13 +39,6 @@ SMALL = [
     "trainer.predictor_hidden_sizes=[128]",
     "model.backbone.features_dim=128",
 ]
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("dqn_replay")
-    write_checkpoint(root / "Pong" / "1" / "replay_logs", 0, pong_like_data())
-    return root
 
 
 def args(dataset: Path, run: Path, *extra: str) -> list[str]:

@@ -21,10 +21,8 @@ from reprl.train import train
 from reprl.trainers.base import TrainerModel
 from reprl.trainers.rssm import RSSM, RSSMTrainer, RSSMTrainerConfig, balanced_kl
 from reprl.types import Batch, EnvSpec
-from tests.test_offline_data import write_checkpoint
 from tests.test_pretrain import (
     assert_resume_from_middle_matches,
-    pong_like_data,
     pretrain_args,
     records,
 )
@@ -46,13 +44,6 @@ def small_config(**kwargs: object) -> RSSMTrainerConfig:
     cfg = RSSMTrainerConfig(deter_dim=16, hidden_dim=16, stoch_dim=3, classes=4, **kwargs)
     cfg.head_hidden_sizes = [16]
     return cfg
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("dqn_replay")
-    write_checkpoint(root / "Pong" / "1" / "replay_logs", 0, pong_like_data())
-    return root
 
 
 def args(dataset: Path, run: Path, *extra: str) -> list[str]:

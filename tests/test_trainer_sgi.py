@@ -5,7 +5,6 @@ exact resume)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,27 +25,10 @@ from reprl.trainers.spr import (
     spr_loss,
 )
 from reprl.types import Batch, EnvSpec
-from tests.test_offline_data import write_checkpoint
-from tests.test_pretrain import QUIET, assert_resume_from_middle_matches, pong_like_data, records
+from tests.test_pretrain import QUIET, assert_resume_from_middle_matches, records
 
-pytestmark = pytest.mark.atari
+pytestmark = [pytest.mark.atari, pytest.mark.usefixtures("one_thread")]
 SPEC = EnvSpec("toy", (4, 84, 84), np.dtype(np.uint8), "discrete", num_actions=6)
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread: tiny ops on a loaded 2-core machine are slower with two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("dqn_replay")
-    write_checkpoint(root / "Pong" / "1" / "replay_logs", 0, pong_like_data())
-    return root
 
 
 def sgi_args(dataset: Path) -> list[str]:
