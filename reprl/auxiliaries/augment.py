@@ -18,7 +18,7 @@ from torch import nn
 
 from reprl.auxiliaries.base import Auxiliary
 from reprl.errors import ConfigError
-from reprl.models.build import zero_obs
+from reprl.models.build import embedding_dim
 from reprl.models.ssl import two_views
 from reprl.types import Batch, EnvSpec
 
@@ -54,9 +54,7 @@ class SSLAuxiliary(Auxiliary):
             )
         self.cfg = cfg
         backbone = model.backbone
-        device = next(iter(backbone.parameters()), torch.empty(0)).device
-        with torch.no_grad():
-            self.in_dim = int(backbone(zero_obs(spec).to(device))[0].shape[-1])
+        self.in_dim = embedding_dim(backbone, spec)
 
     def coefficients(self) -> dict[str, float]:
         """a_SSL, the weight of this loss."""

@@ -43,7 +43,7 @@ from torch import nn
 from reprl.auxiliaries.base import Auxiliary, IntrinsicSpec, next_observations
 from reprl.envs.normalize import RunningMeanStd
 from reprl.errors import ConfigError
-from reprl.models.build import zero_obs
+from reprl.models.build import embedding_dim
 from reprl.optim.target import TargetNetwork
 from reprl.registry import AUXILIARIES
 from reprl.types import Batch, EnvSpec
@@ -347,9 +347,7 @@ class RNDAuxiliary(Auxiliary):
             if model is None:
                 raise ConfigError("aux.rnd.input=embedding: needs the agent's model")
             backbone = model.backbone
-            with torch.no_grad():
-                embedding, _ = backbone(zero_obs(spec).to(_device(backbone)))
-            self.rnd = RND(cfg, spec, input_dim=int(embedding.shape[-1]))
+            self.rnd = RND(cfg, spec, input_dim=embedding_dim(backbone, spec))
             if cfg.slow_backbone != "none":
                 mode = "hard" if cfg.slow_backbone == "periodic" else "polyak"
                 period = cfg.slow_period if mode == "hard" else 1

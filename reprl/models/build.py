@@ -27,6 +27,16 @@ def zero_obs(spec: EnvSpec) -> torch.Tensor:
     return torch.from_numpy(np.zeros((1, 1, *spec.obs_shape), dtype=spec.obs_dtype))
 
 
+@torch.no_grad()
+def embedding_dim(backbone: torch.nn.Module, spec: EnvSpec) -> int:
+    """The size D of ``backbone``'s features ``(N, T, D)`` for the env's observations (one
+    zero observation through it, on the backbone's device): what heads on the backbone
+    (auxiliaries, pretraining trainers) are sized from."""
+    device = next(iter(backbone.parameters()), torch.empty(0)).device
+    features, _ = backbone(zero_obs(spec).to(device))
+    return int(features.shape[-1])
+
+
 def build_model(model_cfg: ModelConfig, spec: EnvSpec, load_pretrained: bool = True) -> AgentModel:
     """Resolve backbone, neck and policy by name, infer their input sizes and initialise.
 

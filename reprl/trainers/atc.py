@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reprl.errors import ConfigError
-from reprl.models.build import zero_obs
+from reprl.models.build import embedding_dim
 from reprl.models.ssl import ProjectedEncoder, ViewsConfig
 from reprl.optim.target import EMATargets, TargetNetwork
 from reprl.registry import TRAINERS
@@ -120,9 +120,7 @@ class ATCHead(EMATargets, nn.Module):
             )
         self.cfg = cfg
         backbone = model.backbone
-        device = next(iter(backbone.parameters()), torch.empty(0)).device
-        with torch.no_grad():
-            dim = int(backbone(zero_obs(spec).to(device))[0].shape[-1])
+        dim = embedding_dim(backbone, spec)
         self.compressor = nn.Linear(dim, cfg.latent_dim)
         self.predictor = mlp(cfg.latent_dim, cfg.predictor_hidden_dim, cfg.latent_dim)
         self.weight = nn.Parameter(torch.eye(cfg.latent_dim))  # W, identity at start

@@ -38,7 +38,7 @@ from torch import nn
 
 from reprl.errors import ConfigError
 from reprl.models.augment import random_shift
-from reprl.models.build import zero_obs
+from reprl.models.build import embedding_dim
 from reprl.models.ssl import (
     Predictor,
     ProjectedEncoder,
@@ -214,9 +214,7 @@ class MLRHead(EMATargets, nn.Module):
             )
         self.cfg = cfg
         backbone = model.backbone
-        device = next(iter(backbone.parameters()), torch.empty(0)).device
-        with torch.no_grad():
-            dim = int(backbone(zero_obs(spec).to(device))[0].shape[-1])
+        dim = embedding_dim(backbone, spec)
         self.decoder = LatentDecoder(cfg, spec, dim)
         self.projector = Projector(dim, cfg.hidden_sizes, cfg.projection_dim)
         self.predictor = Predictor(

@@ -38,7 +38,7 @@ from torch import nn
 
 from reprl.agents.base import mean_weights
 from reprl.errors import ConfigError, choices_hint
-from reprl.models.build import zero_obs
+from reprl.models.build import embedding_dim
 from reprl.models.layers import MLP
 from reprl.optim.schedules import Schedule
 from reprl.registry import TRAINERS
@@ -240,9 +240,7 @@ class RSSMHead(nn.Module):
         super().__init__()
         self.cfg, self.spec = cfg, spec
         backbone = model.backbone
-        device = next(iter(backbone.parameters()), torch.empty(0)).device
-        with torch.no_grad():
-            embed_dim = int(backbone(zero_obs(spec).to(device))[0].shape[-1])
+        embed_dim = embedding_dim(backbone, spec)
         action_dim = spec.num_actions if spec.discrete else int(np.prod(spec.action_shape))
         self.rssm = RSSM(cfg, embed_dim, action_dim)
         feat, hidden = self.rssm.feature_dim, cfg.head_hidden_sizes

@@ -31,7 +31,7 @@ from torch import nn
 
 from reprl.errors import ConfigError
 from reprl.models.augment import random_shift
-from reprl.models.build import zero_obs
+from reprl.models.build import embedding_dim
 from reprl.models.ssl import ProjectedEncoder, ViewsConfig, intensity
 from reprl.optim.target import EMATargets, TargetNetwork
 from reprl.registry import TRAINERS
@@ -205,9 +205,7 @@ class SGIHead(EMATargets, nn.Module):
             )
         self.cfg = cfg
         backbone = model.backbone
-        device = next(iter(backbone.parameters()), torch.empty(0)).device
-        with torch.no_grad():
-            dim = int(backbone(zero_obs(spec).to(device))[0].shape[-1])
+        dim = embedding_dim(backbone, spec)
         a, p = spec.num_actions, cfg.projection_dim
         # kept out of the module tree: the trainer model owns (saves) the backbone
         self.__dict__["encoder"] = Renormalized(backbone, cfg.renormalize)
