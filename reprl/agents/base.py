@@ -237,6 +237,6 @@ def optimizer_params(optimizer: Any) -> list[torch.Tensor]:
     """The parameters an optimizer updates: reprl's optimizers list them as ``params``; any
     ``torch.optim`` optimizer (e.g. from ``make_train(make_optimizer=...)``) by its groups."""
     params = getattr(optimizer, "params", None)
-    if params is not None:
-        return list(params)
+    if params is not None:  # every update calls this: no copy
+        return params
     return [p for group in optimizer.param_groups for p in group["params"]]
