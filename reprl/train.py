@@ -258,9 +258,11 @@ def _train(
     saver = CheckpointCallback(
         run_dir / "checkpoints", cfg.checkpoint.every_steps, cfg.checkpoint.keep_last, make_state
     )
-    callbacks = [LogCallback(logger, progress, cfg.logger.log_every_iterations)]
+    callbacks: list[Any] = [LogCallback(logger, progress, cfg.logger.log_every_iterations)]
     if dist.is_main():
-        callbacks += [evaluator, saver]
+        # the agent's own callbacks (AlphaZero's arena) come first: logging sees their metrics
+        own = agent.callbacks(envs, env_seed) if isinstance(agent, Agent) else []
+        callbacks = [*own, *callbacks, evaluator, saver]
 
     def on_signal(signum: int, frame: Any) -> None:
         if state.stop and state.stop_reason == "interrupted":

@@ -14,10 +14,12 @@ without human knowledge") on the one loop.
   gradient, as ``c ||theta||^2`` in the paper's loss).
 - **Network**: any backbone (mlp, conv) -> neck -> ``actor_critic`` policy (the categorical
   head's log-softmax is the policy, the value head the value).
-- **Arena**: every ``arena_every`` iterations the current agent (MCTS with the network, greedy,
-  no noise) plays ``arena_games`` games against a uniformly random player (and, with
-  ``arena_previous``, against the network of the previous arena), half of them moving first;
-  win/draw/loss rates are logged as ``arena/*`` (Catch: ``arena/mean_return``).
+- **Arena** (:class:`ArenaCallback`, a loop callback the agent adds through
+  :meth:`AlphaZero.callbacks`): every ``arena_every`` iterations the current agent (MCTS with
+  the network, greedy, no noise) plays ``arena_games`` games against a uniformly random player
+  (and, with ``arena_previous``, against the network of the previous arena), half of them
+  moving first; win/draw/loss rates, overall and per side, are logged as ``arena/*`` in that
+  iteration's metrics (Catch: ``arena/mean_return``).
 - **Acting** outside the search (``reprl eval``, the periodic evaluation against
   ``env.kwargs.opponent: random``) uses the network's policy alone, without search.
 """
@@ -37,6 +39,7 @@ import torch.nn.functional as F
 from reprl.agents.base import Agent
 from reprl.envs.games import make_game
 from reprl.errors import ConfigError
+from reprl.loop import Callback, RunState
 from reprl.optim.optimizers import Adam
 from reprl.optim.schedules import Schedule
 from reprl.registry import AGENTS
@@ -123,7 +126,8 @@ def play_arena(
 ) -> dict[str, float]:
     """The agent (greedy MCTS with ``agent_eval``) against a random player (or greedy MCTS with
     ``opponent_eval``), moving first in the even-numbered games. Two-player games return
-    ``win_rate, draw_rate, loss_rate``; single-player games ``mean_return``."""
+    ``win_rate, draw_rate, loss_rate`` and the win and loss rates moving first
+    (``first_*``) and second (``second_*``); single-player games ``mean_return``."""
     model = make_game(env_id)
     games = [make_game(env_id) for _ in range(num_games)]
     rng = np.random.default_rng(seed)
@@ -155,11 +159,42 @@ def play_arena(
             active[i] = not (term or trunc)
     if not two_player:
         return {"mean_return": float(result.mean())}
-    return {
+    rates = {
         "win_rate": float((result > 0).mean()),
         "draw_rate": float((result == 0).mean()),
         "loss_rate": float((result < 0).mean()),
     }
+    for name, games_of_side in (("first", np.equal(side, 0)), ("second", np.equal(side, 1))):
+        if games_of_side.any():
+            rates[f"{name}_win_rate"] = float((result[games_of_side] > 0).mean())
+            rates[f"{name}_loss_rate"] = float((result[games_of_side] < 0).mean())
+    return rates
+
+
+class ArenaCallback(Callback):
+    """Every ``arena_every`` iterations: greedy MCTS with the current network against a random
+    player (and the previous arena's network with ``arena_previous``); the ``arena/*`` rates
+    join that iteration's metrics (callbacks after this one log them)."""
+
+    def __init__(self, agent: AlphaZero, env_id: str, seed: int) -> None:
+        self.agent, self.env_id, self.seed = agent, env_id, seed
+        self.previous: Evaluator | None = None  # the network of the previous arena
+
+    def on_iteration(self, state: RunState, metrics: dict[str, float]) -> None:
+        cfg = self.agent.cfg
+        if cfg.arena_every <= 0 or state.iteration % cfg.arena_every != 0:
+            return
+        agent, seed = self.agent, self.seed + 7_919 * state.iteration
+        search = cfg.search(arena=True)
+        out = play_arena(self.env_id, agent.evaluator(), search, cfg.arena_games, seed)
+        metrics |= {f"arena/{k}": v for k, v in out.items()}
+        if cfg.arena_previous and "win_rate" in out:
+            if self.previous is not None:
+                prev = play_arena(
+                    self.env_id, agent.evaluator(), search, cfg.arena_games, seed, self.previous
+                )
+                metrics |= {f"arena/previous_{k}": v for k, v in prev.items()}
+            self.previous = agent.evaluator(copy.deepcopy(agent.model))
 
 
 class SelfPlaySource:
@@ -185,7 +220,6 @@ class SelfPlaySource:
         self.iteration = 0
         self.generator = torch.Generator().manual_seed(seed)
         self.metrics: dict[str, float] = {}
-        self.previous: Any = None  # the network of the previous arena (arena_previous)
 
     # ------------------------------------------------------------------ collect
     def next(self, agent: AlphaZero) -> Batch:
@@ -232,8 +266,6 @@ class SelfPlaySource:
         else:  # the first player's outcome: +1 win, 0 draw, -1 loss
             first = [r[0] if len(r) % 2 == 1 else -r[-1] for r in rewards]
             self.metrics["charts/first_player_outcome"] = float(np.mean(first))
-        if cfg.arena_every > 0 and self.iteration % cfg.arena_every == 0:
-            self.metrics |= self.arena(agent)
         return batch
 
     def _batch(
@@ -299,26 +331,9 @@ class SelfPlaySource:
                 extras=get,
             )
 
-    # ------------------------------------------------------------------ arena
-    def arena(self, agent: AlphaZero) -> dict[str, float]:
-        """Greedy MCTS with the current network against a random player (and the previous
-        arena's network with ``arena_previous``): ``arena/*`` rates."""
-        cfg, seed = self.cfg, self.seed + 7_919 * self.iteration
-        search = cfg.search(arena=True)
-        out = play_arena(self.env_id, agent.evaluator(), search, cfg.arena_games, seed)
-        metrics = {f"arena/{k}": v for k, v in out.items()}
-        if cfg.arena_previous and self.model.num_players == 2:
-            if self.previous is not None:
-                prev = play_arena(
-                    self.env_id, agent.evaluator(), search, cfg.arena_games, seed, self.previous
-                )
-                metrics |= {f"arena/previous_{k}": v for k, v in prev.items()}
-            self.previous = agent.evaluator(copy.deepcopy(agent.model))
-        return metrics
-
     # ------------------------------------------------------------------ bookkeeping
     def pop_metrics(self) -> dict[str, float]:
-        """Self-play statistics (and the arena's, on arena iterations) of the last iteration."""
+        """Self-play statistics of the last iteration."""
         metrics, self.metrics = self.metrics, {}
         return metrics
 
@@ -361,6 +376,12 @@ class AlphaZero(Agent):
     def make_source(self, envs: Any, seed: int, device: torch.device) -> SelfPlaySource:
         """Self-play on fresh games of the env's id (the vector env serves evaluation only)."""
         return SelfPlaySource(self, envs.spec.env_id, seed, device)
+
+    def callbacks(self, envs: Any, seed: int) -> list[Callback]:
+        """The arena (:class:`ArenaCallback`), when ``arena_every > 0``."""
+        if self.cfg.arena_every <= 0:
+            return []
+        return [ArenaCallback(self, envs.spec.env_id, seed)]
 
     def evaluator(self, model: Any = None) -> Evaluator:
         """The network (or ``model``) as MCTS's evaluator: logits and value of K positions."""

@@ -135,6 +135,11 @@ class Agent:
         if self.aux_optimizer is not None:
             self.aux_optimizer.param_groups[0]["lr"] = self.cfg.lr(progress)
 
+    def callbacks(self, envs: Any, seed: int) -> list[Any]:
+        """Loop callbacks of this agent (:class:`reprl.loop.Callback`), run before logging so
+        that the metrics they add are logged (AlphaZero's arena). Default: none."""
+        return []
+
     def iteration_metrics(self) -> dict[str, float]:
         """Logged once per iteration: the loss coefficients in force (``coef/<symbol>``)."""
         coefs: dict[str, float] = {}
