@@ -23,6 +23,17 @@ board (1 at the ball and the paddle) with a leading channel axis, ``(1, 10, 5)``
 bsuite does not install on every machine, so the game is re-implemented here from that
 definition (``env.kwargs.rows`` / ``columns`` as bsuite's constructor).
 
+**MemoryLength-v0** (bsuite's ``memory_len``, ``bsuite/environments/memory_chain.py``): a cue
+of ``num_bits`` bits (+-1) is shown on the first observation only; the agent must remember it
+for ``memory_length`` steps. Observation ``(num_bits + 2,)`` float32: the time left
+``1 - t / memory_length``, the query (which bit is asked; shown at ``t = memory_length`` only),
+the cue (at ``t = 0`` only). Actions 0 and 1 do nothing until the last step ``t =
+memory_length``, where the episode ends with +1 if the action equals the queried bit (0 for -1,
+1 for +1), else -1: ``memory_length + 1`` steps per episode. A feed-forward agent cannot beat
+chance (mean return 0); a recurrent one can reach 1. Unlike bsuite, whose ``step`` returns the
+observation of the step before (the cue is seen twice), every observation here is the current
+one.
+
 Every game exposes the search-model interface: ``get_state()`` / ``set_state(state)`` (a
 small tuple of plain data, cheap to copy), ``observation()``, ``action_mask()``,
 ``current_player`` and ``num_players`` (1 or 2: the sign flip of MCTS value backups).
@@ -266,23 +277,99 @@ class CatchEnv(Game):
 
 
 # ---------------------------------------------------------------------------------------------
+# Memory length (bsuite)
+# ---------------------------------------------------------------------------------------------
+class MemoryLengthEnv(Game):
+    """bsuite's memory-length task (see the module docstring). Actions: the guessed bit."""
+
+    num_players = 1
+
+    def __init__(
+        self, memory_length: int = 10, num_bits: int = 1, render_mode: str | None = None
+    ) -> None:
+        if memory_length < 1 or num_bits < 1:
+            raise ValueError(
+                f"MemoryLength needs memory_length >= 1 and num_bits >= 1, got {memory_length}, "
+                f"{num_bits}"
+            )
+        self.memory_length, self.num_bits = int(memory_length), int(num_bits)
+        self.render_mode = render_mode
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (self.num_bits + 2,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self.context = np.zeros(self.num_bits, np.int64)
+        self.query, self.t = 0, 0
+        self.current_player = 0
+
+    def get_state(self) -> tuple[np.ndarray, int, int]:
+        return self.context.copy(), self.query, self.t
+
+    def set_state(self, state: tuple[np.ndarray, int, int]) -> None:
+        context, query, t = state
+        self.context, self.query, self.t = np.array(context, np.int64), int(query), int(t)
+
+    def observation(self) -> np.ndarray:
+        obs = np.zeros(self.num_bits + 2, np.float32)
+        obs[0] = 1.0 - self.t / self.memory_length
+        if self.t == self.memory_length:
+            obs[1] = self.query
+        if self.t == 0:
+            obs[2:] = 2 * self.context - 1
+        return obs
+
+    def action_mask(self) -> np.ndarray:
+        return np.ones(2, bool)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self.context = self.np_random.integers(0, 2, self.num_bits)
+        self.query = int(self.np_random.integers(self.num_bits))
+        self.t = 0
+        return self.observation(), self._info()
+
+    def step(self, action: int) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        if self.t > self.memory_length:
+            raise RuntimeError("MemoryLength: step() after the episode ended; call reset()")
+        terminated = self.t == self.memory_length
+        reward = 0.0
+        if terminated:
+            reward = 1.0 if int(action) == int(self.context[self.query]) else -1.0
+        self.t += 1
+        return self.observation(), reward, terminated, False, self._info()
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array":
+            return None
+        row = (self.observation()[None] + 1.0) * 127.5
+        gray = np.kron(row, np.ones((_CELL_PX, _CELL_PX))).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+
+
+# ---------------------------------------------------------------------------------------------
 # The family
 # ---------------------------------------------------------------------------------------------
 GAMES: dict[str, type[Game]] = {
     "TicTacToe-v0": TicTacToeEnv,
     "ConnectFour-v0": ConnectFourEnv,
     "Catch-v0": CatchEnv,
+    "MemoryLength-v0": MemoryLengthEnv,
 }
 """Game classes by env id."""
 _KWARGS = {"TicTacToe-v0": ("opponent",), "ConnectFour-v0": ("opponent",)}
 _KWARGS["Catch-v0"] = ("rows", "columns")
+_KWARGS["MemoryLength-v0"] = ("memory_length", "num_bits")
 _MAX_PLIES = {"TicTacToe-v0": 9, "ConnectFour-v0": 42}
 CATCH_SOLVED = 0.9
-"""Evaluation mean return that counts Catch as solved (>= 95% of balls caught)."""
+"""Evaluation mean return that counts Catch and MemoryLength as solved (>= 95% of balls
+caught, of bits recalled)."""
 
 
 def _natural_length(env_id: str, cfg: EnvConfig) -> int:
-    """The most steps an episode can last: 9 / 42 plies, Catch's ``rows - 1``."""
+    """The most steps an episode can last: 9 / 42 plies, Catch's ``rows - 1``, MemoryLength's
+    ``memory_length + 1``."""
+    if env_id == "MemoryLength-v0":
+        return int(cfg.kwargs.get("memory_length", 10)) + 1
     return int(cfg.kwargs.get("rows", 10)) - 1 if env_id == "Catch-v0" else _MAX_PLIES[env_id]
 
 
@@ -294,7 +381,8 @@ def make_game(env_id: str, **kwargs: Any) -> Game:
 
 
 class GameFamily(EnvFamily):
-    """TicTacToe-v0, ConnectFour-v0 and Catch-v0: plain-data state, exact resume."""
+    """TicTacToe-v0, ConnectFour-v0, Catch-v0 and MemoryLength-v0: plain-data state, exact
+    resume."""
 
     name = "games"
     exact_resume = True
@@ -310,7 +398,7 @@ class GameFamily(EnvFamily):
                 )
             if key == "opponent" and value not in (None, "none", "random"):
                 raise ConfigError(f"env.kwargs.opponent: must be none or random, got {value!r}")
-            if key in ("rows", "columns") and (
+            if key in ("rows", "columns", "memory_length", "num_bits") and (
                 isinstance(value, bool) or not isinstance(value, int)
             ):
                 raise ConfigError(f"env.kwargs.{key} must be an int, got {value!r}")
@@ -324,7 +412,7 @@ class GameFamily(EnvFamily):
     def reward_threshold(self, env: gym.Env, cfg: EnvConfig) -> float | None:
         if cfg.reward_threshold is not None:
             return cfg.reward_threshold
-        return CATCH_SOLVED if isinstance(env, CatchEnv) else None
+        return CATCH_SOLVED if isinstance(env, (CatchEnv, MemoryLengthEnv)) else None
 
     def action_meanings(self, env: gym.Env, env_id: str) -> tuple[str, ...]:
         return ("LEFT", "STAY", "RIGHT") if env_id == "Catch-v0" else ()

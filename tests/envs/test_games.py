@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from reprl.envs import EnvConfig, list_env_ids, make_vector_env
-from reprl.envs.games import CatchEnv, ConnectFourEnv, TicTacToeEnv, make_game
+from reprl.envs.games import CatchEnv, ConnectFourEnv, MemoryLengthEnv, TicTacToeEnv, make_game
 
 
 def play(env, actions):
@@ -72,7 +72,9 @@ def test_connect_four_gravity_and_win() -> None:
     assert not env.action_mask()[0] and env.action_mask()[1:].all()
 
 
-@pytest.mark.parametrize("env_id", ["TicTacToe-v0", "ConnectFour-v0", "Catch-v0"])
+@pytest.mark.parametrize(
+    "env_id", ["TicTacToe-v0", "ConnectFour-v0", "Catch-v0", "MemoryLength-v0"]
+)
 def test_state_round_trip(env_id: str) -> None:
     env = make_game(env_id)
     env.reset(seed=3)
@@ -132,6 +134,33 @@ def test_catch_matches_bsuite() -> None:
             assert (r2, term2, trunc, env.paddle_x) == (r, term, False, paddle)
             assert obs[0, min(t + 1, 9), env.ball_x] == 1
         assert len(ref) == 9 and ref[-1][1]
+
+
+@pytest.mark.parametrize(("memory_length", "num_bits"), [(1, 1), (6, 1), (4, 3)])
+def test_memory_length_rules(memory_length: int, num_bits: int) -> None:
+    """bsuite's memory_len: the cue on the first observation only, the query on the last, +1
+    for the queried bit and -1 otherwise after ``memory_length + 1`` actions."""
+    rewards = {0: [], 1: []}
+    for episode in range(40):
+        env = MemoryLengthEnv(memory_length, num_bits)
+        obs, _ = env.reset(seed=episode)
+        cue = obs[2:].copy()
+        assert obs.shape == (num_bits + 2,) and obs[0] == 1.0 and set(cue) <= {-1.0, 1.0}
+        guess = episode % 2
+        for t in range(memory_length + 1):
+            assert obs[0] == pytest.approx(1 - t / memory_length)
+            if t > 0:
+                assert not obs[2:].any()  # the cue is gone after the first observation
+            assert obs[1] == (env.query if t == memory_length else 0)
+            obs, reward, term, trunc, _ = env.step(guess)
+            assert term == (t == memory_length) and not trunc
+        right = int(cue[env.query] > 0)
+        assert reward == (1.0 if guess == right else -1.0)
+        rewards[guess].append(reward)
+        with pytest.raises(RuntimeError, match="reset"):
+            env.step(0)
+    # a fixed guess is right half of the time: chance is a mean return of 0
+    assert all(abs(np.mean(r)) < 0.6 for r in rewards.values())
 
 
 def test_family_vector_env_and_opponent() -> None:
