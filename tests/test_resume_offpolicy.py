@@ -285,3 +285,40 @@ def test_rng_state_round_trip_through_a_checkpoint(device: str, tmp_path: Path) 
     set_rng_state(ckpt.load(path)["rng"], dev)
     for a, b in zip(expected, draws(), strict=True):
         assert (a == b).all() if hasattr(a, "all") else a == b
+
+
+R2D2_SMALL = [
+    "experiment=r2d2_catch",
+    "env.num_envs=2",
+    "total_steps=1024",
+    "agent.train_freq=16",
+    "agent.gradient_steps=2",
+    "agent.learning_starts=64",
+    "agent.batch_size=8",
+    "agent.burn_in=2",
+    "agent.seq_len=4",
+    "agent.buffer_size=400",  # 200 per env < 256 steps per env at the checkpoint: wrapped
+    "agent.target_update_period=7",
+    "agent.replay_in_checkpoint=true",
+    "checkpoint.every_steps=512",
+    "checkpoint.keep_last=10",
+    "eval.every_steps=256",
+    "eval.episodes=2",
+    "stop_on_solved=false",
+    "logger.progress=false",
+    "logger.tensorboard=false",
+]
+
+
+def test_r2d2_resume_with_replay_equals_uninterrupted(tmp_path: Path) -> None:
+    """R2D2: the actors' recurrent state carried across iterations, the stored per-step
+    states, sequence priorities and the target copy all round-trip (the checkpoint falls
+    between two target copies and in the middle of Catch episodes)."""
+    full, part = run_and_resume(R2D2_SMALL, tmp_path, 512)
+    mid = ckpt.load(full / "checkpoints" / "step_512.pt")
+    buffer = mid["source"]["buffer"]
+    assert int(buffer["count"]) == 256 > int(buffer["capacity_per_env"])  # the ring wrapped
+    assert mid["agent"]["gradient_steps"] % 7 != 0  # mid-period of the target copy
+    assert len(buffer["state"]) == 2  # stored recurrent states
+    records = assert_same_runs(full, part, 1024)
+    assert any("losses/rl_q" in r for r in records if r["global_step"] > 512)
