@@ -1,10 +1,17 @@
-"""Cost of recurrence: PPO with an LSTM neck against the same PPO feed-forward, in one run.
+"""Cost of recurrence: recurrent PPO and R2D2 against their feed-forward versions, in one run.
 
-Each pair shares every setting but the neck: ``ppo_lstm_cartpole_masked`` (MLP 64, LSTM 64,
-sequence minibatches) against itself with ``model.neck={name:identity}``, and ``ppo_lstm_atari``
-(Nature CNN, LSTM 128, 1 frame per observation) against ``model.neck={name:identity}``. Variants
-are interleaved; each run's SPS is the median of its iterations after the first. Reported:
-median SPS over repeats and the slowdown of the recurrent version.
+Each pair shares every setting but the recurrence:
+
+- PPO: ``ppo_lstm_cartpole_masked`` (MLP 64, LSTM 64, sequence minibatches) and
+  ``ppo_lstm_atari`` (Nature CNN, LSTM 128, 1 frame per observation), each against itself with
+  ``model.neck={name:identity}``.
+- R2D2: ``r2d2_catch`` (MLP 64, LSTM 64, Q head 64; 32 windows of 4 burn-in + 8 learned + 3
+  bootstrap steps per gradient step) against DQN with the same MLP and Q head, double Q,
+  3-step returns, prioritized replay and 32 x 8 = 256 transitions per gradient step (the
+  learned steps of R2D2's batch), 8 envs, 8 gradient steps per 4 steps of each env.
+
+Variants are interleaved; each run's SPS is the median of its iterations that updated, after
+the first. Reported: median SPS over repeats and the slowdown of the recurrent version.
 
     python benchmarks/bench_recurrent.py --repeats 3
 """
@@ -20,14 +27,35 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TASKS = {
-    "CartPole (velocities hidden)": ("ppo_lstm_cartpole_masked", 8 * 128 * 6),
-    "Atari Breakout": ("ppo_lstm_atari", 8 * 128 * 4),
+DQN_LIKE_R2D2_CATCH = [
+    "env.num_envs=8",
+    "model.backbone.hidden_sizes=[64]",
+    "model.policy.hidden=[64]",
+    "agent.double=true",
+    "agent.n_step=3",
+    "agent.prioritized=true",
+    "agent.batch_size=256",
+    "agent.buffer_size=20000",
+    "agent.learning_starts=1000",
+    "agent.train_freq=4",
+    "agent.gradient_steps=8",
+    "agent.target_update_unit=gradient_steps",
+    "agent.target_update_period=100",
+]
+NO_NECK = ["model.neck={name:identity}"]
+TASKS = {  # label: (steps, (feed-forward experiment, overrides), (recurrent experiment, ...))
+    "PPO, CartPole (velocities hidden)": (
+        8 * 128 * 6,
+        ("ppo_lstm_cartpole_masked", NO_NECK),
+        ("ppo_lstm_cartpole_masked", []),
+    ),
+    "PPO, Atari Breakout": (8 * 128 * 4, ("ppo_lstm_atari", NO_NECK), ("ppo_lstm_atari", [])),
+    "R2D2 vs DQN, Catch": (6000, ("dqn_catch", DQN_LIKE_R2D2_CATCH), ("r2d2_catch", [])),
 }
 
 
 def run_sps(experiment: str, steps: int, extra: list[str], out: Path) -> float:
-    """Median SPS of one run's iterations after the first."""
+    """Median SPS of one run's iterations that updated, after the first."""
     cmd = [sys.executable, "-m", "reprl", "train", f"experiment={experiment}"]
     cmd += [f"total_steps={steps}", "eval.every_steps=0", "eval.at_end=false"]
     cmd += ["checkpoint.every_steps=0", "logger.progress=false", "logger.tensorboard=false"]
@@ -36,23 +64,24 @@ def run_sps(experiment: str, steps: int, extra: list[str], out: Path) -> float:
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return statistics.median([r["perf/sps"] for r in rows if "perf/sps" in r][1:])
+    rows = [r for r in rows if r.get("perf/updates", 0) > 0]
+    return statistics.median([r["perf/sps"] for r in rows][1:])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print("| task | feed-forward SPS | LSTM SPS | slowdown |")
+    print("| task | feed-forward SPS | recurrent SPS | slowdown |")
     print("|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        for label, (experiment, steps) in TASKS.items():
+        for label, (steps, (ff_exp, ff_extra), (rec_exp, rec_extra)) in TASKS.items():
             ff, rec = [], []
             for r in range(args.repeats):
-                base = Path(tmp) / f"{experiment}-{r}"
-                ff.append(run_sps(experiment, steps, ["model.neck={name:identity}"], base / "ff"))
-                rec.append(run_sps(experiment, steps, [], base / "lstm"))
-                print(f"{label} {r + 1}: ff {ff[-1]:.0f}, lstm {rec[-1]:.0f}", file=sys.stderr)
+                base = Path(tmp) / f"{rec_exp}-{r}"
+                ff.append(run_sps(ff_exp, steps, ff_extra, base / "ff"))
+                rec.append(run_sps(rec_exp, steps, rec_extra, base / "rec"))
+                print(f"{label} {r + 1}: ff {ff[-1]:.0f}, rec {rec[-1]:.0f}", file=sys.stderr)
             slow = statistics.median(a / b for a, b in zip(ff, rec))
             print(
                 f"| {label} | {statistics.median(ff):.0f} | {statistics.median(rec):.0f} "
