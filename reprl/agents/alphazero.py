@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from reprl.agents.base import Agent
-from reprl.envs.games import make_game
+from reprl.envs.config import EnvConfig
 from reprl.errors import ConfigError
 from reprl.loop import Callback, RunState
 from reprl.optim.optimizers import Adam
@@ -45,6 +45,7 @@ from reprl.optim.schedules import Schedule
 from reprl.registry import AGENTS
 from reprl.runs.checkpoint import to_numpy
 from reprl.search.mcts import MCTS, Evaluator, MCTSConfig, visit_policy
+from reprl.search.models import make_search_model
 from reprl.types import Batch
 
 
@@ -90,6 +91,11 @@ class AlphaZeroConfig:
     """Also play against the network of the previous arena."""
     arena_simulations: int = 0
     """MCTS simulations per arena move (0: num_simulations)."""
+    discount: float = 1.0
+    """Discount of the search's backups and of the value targets (1 for board games; long
+    single-player episodes such as Atari: MuZero's 0.997)."""
+    normalize_q: bool = False
+    """Min-max normalised Q in the search (MuZero): for rewards of any scale (Atari)."""
 
     def validate(self, path: str) -> None:
         """Reject impossible values at load time."""
@@ -101,23 +107,31 @@ class AlphaZeroConfig:
     def search(self, arena: bool = False) -> MCTSConfig:
         """The MCTS options (of the arena's games with ``arena``)."""
         sims = self.arena_simulations if arena and self.arena_simulations else self.num_simulations
-        return MCTSConfig(sims, self.c_puct, self.dirichlet_alpha, self.dirichlet_frac)
+        return MCTSConfig(
+            sims,
+            self.c_puct,
+            self.dirichlet_alpha,
+            self.dirichlet_frac,
+            self.discount,
+            self.normalize_q,
+        )
 
 
-def outcomes(rewards: list[float], num_players: int) -> np.ndarray:
-    """z_t for each position of a finished game: ``sum_k>=t sign^(k-t) r_k``, where ``r_k``
-    is the reward of the player who moved at ply k and sign = -1 for two alternating players
-    (the outcome from the view of the player to move at t), +1 for single-player games."""
-    sign = -1.0 if num_players == 2 else 1.0
+def outcomes(rewards: list[float], num_players: int, discount: float = 1.0) -> np.ndarray:
+    """z_t for each position of a finished game: ``sum_k>=t (sign discount)^(k-t) r_k``, where
+    ``r_k`` is the reward of the player who moved at ply k and sign = -1 for two alternating
+    players (the outcome from the view of the player to move at t), +1 for single-player
+    games (the discounted return from t on)."""
+    factor = (-1.0 if num_players == 2 else 1.0) * discount
     z, ret = np.zeros(len(rewards)), 0.0
     for t in range(len(rewards) - 1, -1, -1):
-        ret = rewards[t] + sign * ret
+        ret = rewards[t] + factor * ret
         z[t] = ret
     return z
 
 
 def play_arena(
-    env_id: str,
+    env: str | EnvConfig,
     agent_eval: Evaluator,
     cfg: MCTSConfig,
     num_games: int,
@@ -128,8 +142,8 @@ def play_arena(
     ``opponent_eval``), moving first in the even-numbered games. Two-player games return
     ``win_rate, draw_rate, loss_rate`` and the win and loss rates moving first
     (``first_*``) and second (``second_*``); single-player games ``mean_return``."""
-    model = make_game(env_id)
-    games = [make_game(env_id) for _ in range(num_games)]
+    model = make_search_model(env)
+    games = [make_search_model(env) for _ in range(num_games)]
     rng = np.random.default_rng(seed)
     two_player = model.num_players == 2
     side = [i % 2 if two_player else 0 for i in range(num_games)]
@@ -171,13 +185,20 @@ def play_arena(
     return rates
 
 
+def env_config(envs: Any) -> EnvConfig:
+    """The config a vector env was made from (``make_vector_env`` records it), else the bare
+    id of its spec."""
+    cfg = getattr(envs, "config", None)
+    return cfg if cfg is not None else EnvConfig(id=envs.spec.env_id)
+
+
 class ArenaCallback(Callback):
     """Every ``arena_every`` iterations: greedy MCTS with the current network against a random
     player (and the previous arena's network with ``arena_previous``); the ``arena/*`` rates
     join that iteration's metrics (callbacks after this one log them)."""
 
-    def __init__(self, agent: AlphaZero, env_id: str, seed: int) -> None:
-        self.agent, self.env_id, self.seed = agent, env_id, seed
+    def __init__(self, agent: AlphaZero, env: EnvConfig, seed: int) -> None:
+        self.agent, self.env, self.seed = agent, env, seed
         self.previous: Evaluator | None = None  # the network of the previous arena
 
     def on_iteration(self, state: RunState, metrics: dict[str, float]) -> None:
@@ -186,12 +207,12 @@ class ArenaCallback(Callback):
             return
         agent, seed = self.agent, self.seed + 7_919 * state.iteration
         search = cfg.search(arena=True)
-        out = play_arena(self.env_id, agent.evaluator(), search, cfg.arena_games, seed)
+        out = play_arena(self.env, agent.evaluator(), search, cfg.arena_games, seed)
         metrics |= {f"arena/{k}": v for k, v in out.items()}
         if cfg.arena_previous and "win_rate" in out:
             if self.previous is not None:
                 prev = play_arena(
-                    self.env_id, agent.evaluator(), search, cfg.arena_games, seed, self.previous
+                    self.env, agent.evaluator(), search, cfg.arena_games, seed, self.previous
                 )
                 metrics |= {f"arena/previous_{k}": v for k, v in prev.items()}
             self.previous = agent.evaluator(copy.deepcopy(agent.model))
@@ -201,17 +222,20 @@ class SelfPlaySource:
     """Plays ``num_games`` games of ``env_id`` by batched MCTS per :meth:`next` (every game to
     its end) and keeps a replay buffer of the positions; see the module docstring."""
 
-    def __init__(self, agent: AlphaZero, env_id: str, seed: int, device: torch.device) -> None:
+    def __init__(self, agent: AlphaZero, env: EnvConfig, seed: int, device: torch.device) -> None:
         cfg, spec = agent.cfg, agent.spec
-        self.cfg, self.env_id, self.device, self.seed = cfg, env_id, device, seed
-        self.model = make_game(env_id)
-        self.games = [make_game(env_id) for _ in range(cfg.num_games)]
+        self.cfg, self.env, self.device, self.seed = cfg, env, device, seed
+        self.model = make_search_model(env)
+        self.games = [make_search_model(env) for _ in range(cfg.num_games)]
         for i, game in enumerate(self.games):
             game.reset(seed=seed + i)  # seeds each game's np_random once (Catch's ball)
         self.rngs = [np.random.default_rng([seed, i]) for i in range(cfg.num_games)]
         a, cap = spec.num_actions, cfg.buffer_size
         self.buffer = {
-            "obs": torch.zeros((cap, *spec.obs_shape)),
+            # Atari frames stay uint8 (4 x 84 x 84: 28 KB per position)
+            "obs": torch.zeros(
+                (cap, *spec.obs_shape), dtype=torch.from_numpy(np.zeros(0, spec.obs_dtype)).dtype
+            ),
             "action_mask": torch.zeros((cap, a), dtype=torch.bool),
             "policy_target": torch.zeros((cap, a)),
             "value_target": torch.zeros(cap),
@@ -273,7 +297,7 @@ class SelfPlaySource:
     ) -> Batch:
         obs, masks, pis, actions, z, first, last, reward = [], [], [], [], [], [], [], []
         for traj, rew in zip(trajectories, rewards, strict=True):
-            z.append(outcomes(rew, self.model.num_players))
+            z.append(outcomes(rew, self.model.num_players, self.cfg.discount))
             reward.append(rew)
             for t, (o, m, p, a) in enumerate(traj):
                 obs.append(o)
@@ -285,7 +309,7 @@ class SelfPlaySource:
         col = lambda x, dtype: torch.as_tensor(np.asarray(x), dtype=dtype).unsqueeze(1)  # noqa: E731
         terminated = col(last, torch.bool)
         return Batch(
-            obs=col(np.stack(obs), torch.float32),
+            obs=col(np.stack(obs), self.buffer["obs"].dtype),
             action=col(actions, torch.long),
             reward=col(np.concatenate(reward), torch.float32),
             terminated=terminated,
@@ -374,14 +398,15 @@ class AlphaZero(Agent):
         return Adam(params, lr=cfg.lr(0.0), eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
 
     def make_source(self, envs: Any, seed: int, device: torch.device) -> SelfPlaySource:
-        """Self-play on fresh games of the env's id (the vector env serves evaluation only)."""
-        return SelfPlaySource(self, envs.spec.env_id, seed, device)
+        """Self-play on search models of the vector env's config (the vector env itself
+        serves evaluation only)."""
+        return SelfPlaySource(self, env_config(envs), seed, device)
 
     def callbacks(self, envs: Any, seed: int) -> list[Callback]:
         """The arena (:class:`ArenaCallback`), when ``arena_every > 0``."""
         if self.cfg.arena_every <= 0:
             return []
-        return [ArenaCallback(self, envs.spec.env_id, seed)]
+        return [ArenaCallback(self, env_config(envs), seed)]
 
     def evaluator(self, model: Any = None) -> Evaluator:
         """The network (or ``model``) as MCTS's evaluator: logits and value of K positions."""
@@ -390,7 +415,8 @@ class AlphaZero(Agent):
 
         @torch.inference_mode()
         def evaluate(obs: np.ndarray, legal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            x = torch.from_numpy(obs).to(device, torch.float32).unsqueeze(1)
+            # uint8 frames stay uint8: the backbone scales them
+            x = torch.from_numpy(np.ascontiguousarray(obs)).to(device).unsqueeze(1)
             (out, _), _ = net(x)
             return out.dist.logits[:, 0].float().cpu().numpy(), out.value[:, 0, 0].cpu().numpy()
 

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from reprl.types import EnvSpec
+
+if TYPE_CHECKING:
+    from reprl.envs.config import EnvConfig
 
 
 @dataclass
@@ -41,6 +44,8 @@ class VectorEnv(ABC):
 
     num_envs: int
     spec: EnvSpec
+    config: EnvConfig | None = None
+    """The config :func:`reprl.envs.make_vector_env` made this env from (None otherwise)."""
 
     @abstractmethod
     def reset(self, seed: int | None = None) -> np.ndarray:

@@ -102,4 +102,5 @@ def make_vector_env(
             clip_reward=cfg.clip_reward,
         )
         env.set_training(not evaluation)
+    env.config = cfg
     return env

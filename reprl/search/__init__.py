@@ -1,4 +1,5 @@
-"""Planning with a model: batched MCTS (:mod:`reprl.search.mcts`)."""
+"""Planning with a model: batched MCTS (:mod:`reprl.search.mcts`) over search models
+(:mod:`reprl.search.models`: reprl's games, or any env that saves and restores its state)."""
 
 from reprl.search.mcts import MCTS, MCTSConfig, SearchResult, masked_softmax, visit_policy
 

@@ -11,7 +11,10 @@ actions) and value ``v``, and backs ``v`` up the path. Two-player zero-sum games
 value's sign at every ply (a position good for the player to move is bad for the one who
 moved into it); single-player games (Catch) do not. Rewards on edges (the game's reward for
 the player who moved) are added during the backup, so terminal positions need no network:
-their value is 0 and the edge carries the outcome. Unvisited actions have ``Q = 0``.
+their value is 0 and the edge carries the outcome. Unvisited actions have ``Q = 0``. For
+long single-player episodes with rewards of any scale (Atari through
+:class:`reprl.search.models.EnvSearchModel`) the backup can be discounted and Q min-max
+normalised over each tree (MuZero's choices): ``discount`` and ``normalize_q``.
 
 Batched: ``B`` root states are searched together in lock-step; selection is vectorised over
 the roots with NumPy, and the ``B`` leaves of one simulation are evaluated in *one* network
@@ -70,6 +73,12 @@ class MCTSConfig:
     typical number of legal moves)."""
     dirichlet_frac: float = 0.25
     """Weight of the noise in the root priors: ``(1 - frac) P + frac Dir(alpha)``."""
+    discount: float = 1.0
+    """Discount of the backup ``G <- r + discount * G`` (1 for board games; MuZero's Atari
+    0.997)."""
+    normalize_q: bool = False
+    """Min-max normalise Q over each root's tree before PUCT (MuZero, Schrittwieser et al.
+    2020, appendix B): for rewards of any scale (Atari); board games' values are in [-1, 1]."""
 
     def validate(self, path: str) -> None:
         """Reject impossible values at load time."""
@@ -79,6 +88,8 @@ class MCTSConfig:
             raise ConfigError(f"{path}: c_puct must be >= 0 and dirichlet_alpha > 0")
         if not 0.0 <= self.dirichlet_frac <= 1.0:
             raise ConfigError(f"{path}.dirichlet_frac: must be in [0, 1]")
+        if not 0.0 < self.discount <= 1.0:
+            raise ConfigError(f"{path}.discount: must be in (0, 1], got {self.discount}")
 
 
 @dataclass
@@ -166,6 +177,8 @@ class MCTS:
                 noise = rngs[b].dirichlet(np.full(len(idx), cfg.dirichlet_alpha))
                 frac = cfg.dirichlet_frac
                 prior[b, 0, idx] = (1 - frac) * prior[b, 0, idx] + frac * noise
+        # MuZero's bounds of the Q values backed up in each root's tree (normalize_q)
+        q_min, q_max = np.full(b_size, np.inf), np.full(b_size, -np.inf)
         path_node = np.zeros((b_size, m_size + 1), np.int64)
         path_action = np.zeros((b_size, m_size + 1), np.int64)
         for _ in range(sims):
@@ -180,6 +193,10 @@ class MCTS:
                 nd = node[idx]
                 n = visits[idx, nd]
                 q = np.where(n > 0, value_sum[idx, nd] / np.maximum(n, 1), 0.0)
+                if cfg.normalize_q:  # visited edges into [0, 1] once two Q values differ
+                    lo, hi = q_min[idx, None], q_max[idx, None]
+                    spread = hi > lo
+                    q = np.where((n > 0) & spread, (q - lo) / np.where(spread, hi - lo, 1.0), q)
                 # sqrt(max(N, 1)): at a fresh node (N = 0) the priors still order the choice.
                 total = np.sqrt(np.maximum(n.sum(axis=1, keepdims=True), 1))
                 score = q + cfg.c_puct * prior[idx, nd] * total / (1 + n)
@@ -200,13 +217,14 @@ class MCTS:
                 if child[b, parent, action] >= 0:
                     continue  # a terminal node visited again: value 0, reward on the edge
                 model.set_state(states[b][parent])
-                ob, reward, term, _, _ = model.step(int(action))
+                ob, reward, term, trunc, _ = model.step(int(action))
+                ended = term or trunc  # a truncated episode is a leaf of value 0 here too
                 new = len(states[b])
                 states[b].append(model.get_state())
                 child[b, parent, action] = new
                 edge_reward[b, parent, action] = float(reward)
-                terminal[b, new] = term
-                if not term:
+                terminal[b, new] = ended
+                if not ended:
                     mask = np.asarray(model.action_mask(), bool)
                     legal_all[b, new] = mask
                     new_rows.append(b)
@@ -219,14 +237,19 @@ class MCTS:
                 logits, value = self.evaluator(np.stack(new_obs), legal_new)
                 prior[new_rows, new_nodes] = masked_softmax(logits, legal_new)
                 leaf_value[new_rows] = value
-            # backup: G <- r + sign * G along each path, deepest edge first
+            # backup: G <- r + sign * discount * G along each path, deepest edge first
             ret = leaf_value
+            factor = self.sign * cfg.discount
             for d in range(int(length.max()) - 1, -1, -1):
                 idx = np.flatnonzero(length > d)
                 nd, act = path_node[idx, d], path_action[idx, d]
-                ret[idx] = edge_reward[idx, nd, act] + self.sign * ret[idx]
+                ret[idx] = edge_reward[idx, nd, act] + factor * ret[idx]
                 value_sum[idx, nd, act] += ret[idx]
                 visits[idx, nd, act] += 1
+                if cfg.normalize_q:
+                    q_new = value_sum[idx, nd, act] / visits[idx, nd, act]
+                    q_min[idx] = np.minimum(q_min[idx], q_new)
+                    q_max[idx] = np.maximum(q_max[idx], q_new)
         n_root = visits[:, 0]
         q_root = np.where(n_root > 0, value_sum[:, 0] / np.maximum(n_root, 1), 0.0)
         root_value = value_sum[:, 0].sum(axis=1) / np.maximum(n_root.sum(axis=1), 1)
