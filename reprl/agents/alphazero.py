@@ -2,13 +2,15 @@
 without human knowledge") on the one loop.
 
 - **Source** (:class:`SelfPlaySource`): ``num_games`` games played in lock-step by batched MCTS
-  (:mod:`reprl.search.mcts`) with the current network, the game's own ``get_state`` /
-  ``set_state`` as the model. Moves are sampled from the visit counts at temperature 1 for the
-  first ``temperature_moves`` plies of a game, then played greedily (temperature 0). Every
-  position stores ``(obs, legal mask, pi = normalised visit counts, z)``, z being the game's
-  outcome from the view of the player to move there (single-player games: the return from
-  that position on). One iteration plays every game to its end; positions go to a replay
-  buffer of the last ``buffer_size`` positions.
+  (:mod:`reprl.search.mcts`) with the current network and the true environment as the model
+  (:func:`reprl.search.models.make_search_model`: reprl's games save and restore their own
+  state; Atari, classic control, MuJoCo, DeepSea... through their exact-resume snapshots,
+  ALE's ``cloneState`` for Atari). Moves are sampled from the visit counts at temperature 1
+  for the first ``temperature_moves`` plies of a game, then played greedily (temperature 0).
+  Every position stores ``(obs, legal mask, pi = normalised visit counts, z)``, z being the
+  game's outcome from the view of the player to move there (single-player games: the return
+  from that position on, discounted by ``discount``). One iteration plays every game to its
+  end; positions go to a replay buffer of the last ``buffer_size`` positions.
 - **Loss**: cross-entropy of the network's policy to ``pi`` plus ``value_coef`` times the squared
   error of its value to ``z``; the paper's L2 term is Adam's ``weight_decay`` (L2 added to the
   gradient, as ``c ||theta||^2`` in the paper's loss).
