@@ -27,6 +27,7 @@ TINY = [
 
 HAS_MARIO = importlib.util.find_spec("nes_py") is not None
 HAS_VIZDOOM = importlib.util.find_spec("vizdoom") is not None
+HAS_JAX = all(importlib.util.find_spec(m) for m in ("jax", "gymnax", "craftax"))
 NEEDS_CHECKPOINT = "pretrained"  # presets whose backbone comes from a run: see below
 
 
@@ -40,6 +41,8 @@ def experiment_params() -> list:
             marks = [pytest.mark.skipif(not HAS_MARIO, reason="mario extra not installed")]
         if "vizdoom" in name:
             marks = [pytest.mark.skipif(not HAS_VIZDOOM, reason="vizdoom extra not installed")]
+        if "craftax" in name or "gymnax" in name:
+            marks = [pytest.mark.skipif(not HAS_JAX, reason="jax extra not installed")]
         params.append(pytest.param(name, marks=marks))
     return params
 

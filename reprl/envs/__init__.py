@@ -1,7 +1,7 @@
 """Environments: families (classic control, Box2D, Taxi, Atari, MuJoCo, DeepMind Control,
-Super Mario Bros, DeepSea and Chain), vector backends (sync, async, ale, envpool), normalisation
-and the factory. Importing this package registers every family in ``ENVS`` and every backend in
-``VECTOR_BACKENDS``."""
+Super Mario Bros, DeepSea and Chain, gymnax and Craftax), vector backends (sync, async, ale,
+envpool, jax), normalisation and the factory. Importing this package registers every family in
+``ENVS`` and every backend in ``VECTOR_BACKENDS``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from reprl.envs import (  # noqa: F401
     envpool_vector,
     exploration,
     games,
+    jax_envs,
     mario,
     mujoco,
     subproc,

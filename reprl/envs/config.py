@@ -69,7 +69,8 @@ class EnvConfig:
     """Number of environments stepped together."""
     backend: str = "sync"
     """Vector backend: sync, async (subprocesses, shared memory), ale (ale-py's threaded
-    AtariVectorEnv, Atari only) or envpool (when installed)."""
+    AtariVectorEnv, Atari only), envpool (when installed) or jax (gymnax/ and craftax/ ids,
+    one jitted step for all envs; ``pip install 'reprl[jax]'``)."""
     num_workers: int = 0
     """Worker processes (async) or threads (ale, envpool); 0 = one per CPU core, at most
     num_envs."""
