@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from reprl.optim.optimizers import Adam, RMSprop
+from reprl.optim.optimizers import Adam, RMSprop, clip_grad_norm
 
 
 def make_params(seed: int) -> list[torch.nn.Parameter]:
@@ -19,6 +19,7 @@ def make_params(seed: int) -> list[torch.nn.Parameter]:
     "ours,theirs,kw",
     [
         (Adam, torch.optim.Adam, {"lr": 1e-2, "eps": 1e-5}),
+        (Adam, torch.optim.Adam, {"lr": 1e-2, "weight_decay": 1e-2, "betas": (0.8, 0.9)}),
         (RMSprop, torch.optim.RMSprop, {"lr": 1e-2, "alpha": 0.99, "eps": 1e-5}),
     ],
 )
@@ -53,3 +54,17 @@ def test_does_not_import_dynamo() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("max_norm", [0.1, 1e6])  # clipping, and a norm under the bound
+def test_clip_grad_norm_equals_torch(max_norm: float) -> None:
+    a, b = make_params(0), make_params(0)
+    for params in (a, b):
+        sum((p**3).sum() for p in params[:2]).backward()  # params[2] has no gradient
+    ours = clip_grad_norm(a, max_norm)
+    theirs = torch.nn.utils.clip_grad_norm_(b, max_norm, foreach=True)
+    torch.testing.assert_close(ours, theirs)
+    for pa, pb in zip(a[:2], b[:2]):
+        torch.testing.assert_close(pa.grad, pb.grad)
+    assert a[2].grad is None
+    assert clip_grad_norm(make_params(2), 1.0).item() == 0.0  # no gradients at all

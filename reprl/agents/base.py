@@ -12,13 +12,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch import nn
 
 from reprl import dist
 from reprl.errors import ConfigError
 from reprl.models import AgentModel
 from reprl.optim.gradproj import projected_backward
-from reprl.optim.optimizers import Adam
+from reprl.optim.optimizers import Adam, clip_grad_norm
 from reprl.runs.checkpoint import to_numpy as ckpt_numpy
 from reprl.types import Batch, EnvSpec
 
@@ -187,7 +186,7 @@ class Agent:
                 dist.all_reduce_grads(params)
         max_norm = getattr(self.cfg, "max_grad_norm", None)
         if max_norm:
-            info["stats/grad_norm"] = nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+            info["stats/grad_norm"] = clip_grad_norm(params, max_norm)
         self.optimizer.step()
         if self.aux_optimizer is not None:
             self.aux_optimizer.step()

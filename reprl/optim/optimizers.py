@@ -42,6 +42,8 @@ class FunctionalOptimizer:
             torch.bfloat16,
             torch.float64,
         }
+        # One device and dtype: the fused kernel takes the lists as they are (no grouping).
+        self.single_group = self.fused and len(devices) == 1 and len(dtypes) == 1
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop gradients (``set_to_none`` is always true: the cheapest)."""
@@ -133,6 +135,27 @@ class Adam(FunctionalOptimizer):
         buffers: dict[str, list[torch.Tensor]],
         steps: list[torch.Tensor],
     ) -> None:
+        if self.single_group:  # what torch's _fused_adam does for one group, without the
+            # grouping and dispatch around it (~0.1 ms per step on a small MLP here)
+            torch._foreach_add_(steps, 1)
+            torch._fused_adam_(
+                params,
+                grads,
+                buffers["exp_avg"],
+                buffers["exp_avg_sq"],
+                [],
+                steps,
+                amsgrad=False,
+                lr=group["lr"],
+                beta1=group["betas"][0],
+                beta2=group["betas"][1],
+                weight_decay=group["weight_decay"],
+                eps=group["eps"],
+                maximize=False,
+                grad_scale=None,
+                found_inf=None,
+            )
+            return
         adam_kernel(
             params,
             grads,
@@ -244,3 +267,17 @@ class OptimizerSet:
             )
         for name, opt in self.parts.items():
             opt.load_state_dict(state_dict[name])
+
+
+@torch.no_grad()
+def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """``torch.nn.utils.clip_grad_norm_`` (L2, ``foreach``) in four kernels, without its
+    grouping by device and dtype (~0.1 ms per step on a small MLP here): scales the gradients
+    by ``min(1, max_norm / (norm + 1e-6))`` and returns the total norm before clipping.
+    Parameters without a gradient are skipped; all gradients on one device."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    return total
