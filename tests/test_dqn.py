@@ -95,3 +95,55 @@ def test_dqn_rejects_continuous_actions() -> None:
 
     with pytest.raises(ConfigError, match="discrete"):
         train(load_config([*SHORT, "env=pendulum", "run_dir=/nonexistent/never"]))
+
+
+@pytest.mark.parametrize("n_step", [1, 3])
+def test_phase_targets_equal_per_minibatch_targets(n_step: int) -> None:
+    """With the target frozen during an update phase (env-step target updates), DQN computes
+    the phase's targets in one forward (prepare_phase): every minibatch gets the loss, TD
+    errors and gradients of the per-minibatch computation. Double Q (the online net picks the
+    next action) keeps the per-minibatch path."""
+    import numpy as np
+    import torch
+
+    from reprl.envs import make_vector_env
+    from reprl.train import make_agent
+
+    def agent_and_batch(extra: list[str]):
+        cfg = load_config([*SHORT, f"agent.n_step={n_step}", *extra])
+        envs = make_vector_env(cfg.env, seed=0)
+        torch.manual_seed(0)
+        agent = make_agent(cfg, envs.spec, torch.device("cpu"))
+        source = agent.make_source(envs, 0, torch.device("cpu"))
+        for _ in range(8):
+            source.next(agent)
+        agent.target.target.load_state_dict(  # a target that differs from the online net
+            {k: v + 0.05 for k, v in agent.model.state_dict().items()}
+        )
+        windows = source.buffer.sample(48, np.random.default_rng(0), n_step=n_step)
+        return agent, windows
+
+    agent, windows = agent_and_batch([])
+    assert agent.phase_target()
+    phase = agent.prepare_phase(windows.index(slice(None)))
+    for start in range(0, 48, 16):
+        mb = phase.index(slice(start, start + 16))
+        plain = windows.index(slice(start, start + 16))
+        assert "target_q" in mb.extras and "target_q" not in plain.extras
+        results = []
+        for batch in (mb, plain):
+            losses, info = agent.compute_loss(batch)
+            agent.model.zero_grad()
+            losses["loss_rl_q"].backward()
+            grads = [p.grad.clone() for p in agent.model.parameters()]
+            results.append((losses["loss_rl_q"].detach(), agent._priority, grads))
+        (loss_a, prio_a, grads_a), (loss_b, prio_b, grads_b) = results
+        torch.testing.assert_close(loss_a, loss_b)
+        torch.testing.assert_close(prio_a, prio_b)
+        for ga, gb in zip(grads_a, grads_b, strict=True):
+            torch.testing.assert_close(ga, gb)
+    double, windows = agent_and_batch(["agent.double=true"])
+    assert not double.phase_target()
+    assert "target_q" not in double.prepare_phase(windows).extras
+    per_step, _ = agent_and_batch(["agent.target_update_unit=gradient_steps"])
+    assert not per_step.phase_target()

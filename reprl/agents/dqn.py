@@ -154,6 +154,44 @@ class DQN(OffPolicyAgent):
         if self.cfg.target_update_unit == "env_steps":
             self.target.update(self.env_steps_seen)
 
+    def phase_target(self) -> bool:
+        """True when the target values of a whole update phase can be computed before it:
+        the target moves only between phases (``target_update_unit: env_steps``), max over the
+        target's own Q-values (no double Q, no C51), no noise drawn per step, and a stateless
+        model (uniform replay only: :meth:`OffPolicyAgent.minibatches`)."""
+        cfg = self.cfg
+        return (
+            cfg.target_update_unit == "env_steps"
+            and not cfg.double
+            and not self.noisy
+            and self.stateless
+            and getattr(self.model.policy, "num_atoms", 1) == 1
+        )
+
+    @torch.no_grad()
+    def prepare_phase(self, windows: Batch) -> Batch:
+        """With :meth:`phase_target`: ``extras["target_q"]`` ``(B, 1)``, the n-step targets
+        ``R + discount * max_a Q'(s', a)`` of all windows in one target forward (the same
+        values as per minibatch: the target is frozen during the phase). On RL Zoo's CartPole
+        DQN this takes the target's forward out of each of the phase's 128 steps."""
+        if not self.phase_target():
+            return windows
+        cfg = self.cfg
+        returns, discount, boot = window_targets(
+            windows.reward,
+            windows.terminated,
+            windows.truncated,
+            windows.valid,
+            cfg.gamma,
+            cfg.n_step,
+        )
+        rows = torch.arange(len(boot), device=boot.device)
+        obs_boot = windows.obs[:, 1:2] if cfg.n_step == 1 else windows.obs[rows, boot][:, None]
+        (target_out, _), _ = self.target(obs_boot)
+        next_q = _at(target_out, None, 0).q.max(-1).values
+        windows.extras["target_q"] = (returns + discount * next_q)[:, None]
+        return windows
+
     def window_outputs(
         self, mb: Batch, rows: torch.Tensor, boot: torch.Tensor
     ) -> tuple[QOutput, QOutput | None, QOutput]:
@@ -192,16 +230,22 @@ class DQN(OffPolicyAgent):
         cfg = self.cfg
         batch_size = mb.reward.shape[0]
         rows = torch.arange(batch_size, device=mb.reward.device)
-        returns, discount, boot = window_targets(
-            mb.reward, mb.terminated, mb.truncated, mb.valid, cfg.gamma, cfg.n_step
-        )
-        if self.noisy:  # independent fresh noise for the online and the target network
-            self.model.policy.set_noise(enabled=True)
-            self.model.policy.reset_noise()
-            self.target.target.policy.reset_noise()
-        # The networks' outputs at step 0 (online) and at the bootstrap step (target; online
-        # too for double Q-learning), each (B, A) / logits (B, A, K).
-        out, out_boot, target_out = self.window_outputs(mb, rows, boot)
+        precomputed = mb.extras.get("target_q")  # the phase's targets (prepare_phase)
+        if precomputed is not None:
+            with self.autocast():
+                (online, _), _ = self.model(mb.obs[:, :1])
+            out, out_boot, target_out = _at(online, None, 0), None, None
+        else:
+            returns, discount, boot = window_targets(
+                mb.reward, mb.terminated, mb.truncated, mb.valid, cfg.gamma, cfg.n_step
+            )
+            if self.noisy:  # independent fresh noise for the online and the target network
+                self.model.policy.set_noise(enabled=True)
+                self.model.policy.reset_noise()
+                self.target.target.policy.reset_noise()
+            # The networks' outputs at step 0 (online) and at the bootstrap step (target;
+            # online too for double Q-learning), each (B, A) / logits (B, A, K).
+            out, out_boot, target_out = self.window_outputs(mb, rows, boot)
         action = mb.action[:, 0].long()
         weight = mb.extras.get("weight")  # importance-sampling correction (Schaul et al. 2016)
         distributional = out.logits is not None
@@ -224,11 +268,12 @@ class DQN(OffPolicyAgent):
             loss = per_sample.mean()
         else:
             with torch.no_grad():
-                if out_boot is None:  # max_a Q'(s', a) in one op (not argmax, then gather)
-                    next_q = target_out.q.max(-1).values
+                if precomputed is not None:
+                    target_q = precomputed[:, 0]
+                elif out_boot is None:  # max_a Q'(s', a) in one op (not argmax, then gather)
+                    target_q = returns + discount * target_out.q.max(-1).values
                 else:
-                    next_q = target_out.q[rows, next_action]
-                target_q = returns + discount * next_q
+                    target_q = returns + discount * target_out.q[rows, next_action]
             q_sa = out.q[rows, action]
             td_loss = F.smooth_l1_loss if cfg.huber else F.mse_loss
             if weight is None:  # one fused loss-and-mean op

@@ -151,8 +151,15 @@ class OffPolicyAgent(Agent):
             big = buffer.sample(size * k, source.rng, n_step=cfg.n_step)
             if self.device.type != "cpu":
                 big = big.to(self.device, non_blocking=True)
+            big = self.prepare_phase(big)
             for start in range(0, size * k, size):
                 yield big.index(slice(start, start + size))
+
+    def prepare_phase(self, windows: Batch) -> Batch:
+        """Called on each uniform sample of several of an update phase's minibatches before
+        they are handed out, to compute what stays fixed during the phase in one batched call
+        (DQN: the frozen target network's values). Default: nothing."""
+        return windows
 
     def state_dict(self) -> dict[str, Any]:
         """Model, optimizer, the target network and the step counters."""
