@@ -34,7 +34,8 @@ from torch import nn
 from torch.optim.adam import adam as adam_kernel
 
 STEPS = 128
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # reprl from this checkout
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # reprl from this checkout; sb3_offpolicy
 
 
 def phase_timer(run: Callable[[], int]) -> float:
@@ -45,24 +46,10 @@ def phase_timer(run: Callable[[], int]) -> float:
 
 
 def sb3_phase() -> Callable[[], int]:
-    from stable_baselines3 import DQN
+    from sb3_offpolicy import TASKS  # the benchmark's SB3 DQN: RL Zoo's CartPole settings
 
-    model = DQN(
-        "MlpPolicy",
-        gym.make("CartPole-v1"),
-        learning_rate=2.3e-3,
-        batch_size=64,
-        buffer_size=100_000,
-        learning_starts=1000,
-        gamma=0.99,
-        target_update_interval=10,
-        train_freq=256,
-        gradient_steps=128,
-        exploration_fraction=0.16,
-        exploration_final_eps=0.04,
-        policy_kwargs={"net_arch": [256, 256]},
-        seed=0,
-    )
+    task = TASKS["dqn_cartpole"]
+    model = task["algo"]("MlpPolicy", gym.make(task["env"]), seed=0, **task["kwargs"])
     model.learn(3000)
 
     def run() -> int:
