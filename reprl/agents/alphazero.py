@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from reprl.agents.base import Agent
+from reprl.data.rollout import obs_torch_dtype
 from reprl.envs.config import EnvConfig
 from reprl.errors import ConfigError
 from reprl.loop import Callback, RunState
@@ -235,9 +236,7 @@ class SelfPlaySource:
         a, cap = spec.num_actions, cfg.buffer_size
         self.buffer = {
             # Atari frames stay uint8 (4 x 84 x 84: 28 KB per position)
-            "obs": torch.zeros(
-                (cap, *spec.obs_shape), dtype=torch.from_numpy(np.zeros(0, spec.obs_dtype)).dtype
-            ),
+            "obs": torch.zeros((cap, *spec.obs_shape), dtype=obs_torch_dtype(spec.obs_dtype)),
             "action_mask": torch.zeros((cap, a), dtype=torch.bool),
             "policy_target": torch.zeros((cap, a)),
             "value_target": torch.zeros(cap),
@@ -413,12 +412,11 @@ class AlphaZero(Agent):
     def evaluator(self, model: Any = None) -> Evaluator:
         """The network (or ``model``) as MCTS's evaluator: logits and value of K positions."""
         net = self.model if model is None else model
-        device = self.device
+        device, dtype = self.device, obs_torch_dtype(self.spec.obs_dtype)
 
         @torch.inference_mode()
         def evaluate(obs: np.ndarray, legal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            # uint8 frames stay uint8: the backbone scales them
-            x = torch.from_numpy(np.ascontiguousarray(obs)).to(device).unsqueeze(1)
+            x = torch.from_numpy(np.ascontiguousarray(obs)).to(device, dtype).unsqueeze(1)
             (out, _), _ = net(x)
             return out.dist.logits[:, 0].float().cpu().numpy(), out.value[:, 0, 0].cpu().numpy()
 

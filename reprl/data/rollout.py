@@ -18,7 +18,11 @@ from reprl.types import Batch
 if TYPE_CHECKING:
     from reprl.agents.base import Agent
 
-_TORCH_DTYPES = {np.dtype("uint8"): torch.uint8, np.dtype("float32"): torch.float32}
+
+def obs_torch_dtype(obs_dtype: np.dtype | type) -> torch.dtype:
+    """The dtype observations are stored and fed to networks in: uint8 frames stay uint8 (the
+    backbone scales them), everything else is float32."""
+    return torch.uint8 if np.dtype(obs_dtype) == np.uint8 else torch.float32
 
 
 class StepStats:
@@ -61,7 +65,7 @@ class RolloutSource:
     def __init__(self, envs: VectorEnv, num_steps: int, seed: int, device: torch.device) -> None:
         self.envs, self.num_steps, self.device = envs, num_steps, device
         spec, n = envs.spec, envs.num_envs
-        obs_dtype = _TORCH_DTYPES.get(np.dtype(spec.obs_dtype), torch.float32)
+        obs_dtype = obs_torch_dtype(spec.obs_dtype)
         if spec.discrete:
             act_shape, act_dtype = (), torch.long
         else:
