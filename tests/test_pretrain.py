@@ -16,6 +16,12 @@ from reprl.config import load_config
 from reprl.errors import ReprlError
 from reprl.runs import checkpoint as ckpt
 from reprl.train import train
+from reprl.types import EnvSpec
+
+PONG_SPEC = EnvSpec(
+    "Pong", (4, 84, 84), np.dtype(np.uint8), "discrete", num_actions=6, frame_stack=4
+)
+"""The spec of the generated DQN-Replay data (Pong shapes), for trainers built by hand."""
 
 pytestmark = pytest.mark.atari
 QUIET = ["logger.progress=false", "logger.tensorboard=false"]

@@ -22,14 +22,15 @@ from reprl.trainers.mlr import (
     apply_mask,
     cube_mask,
 )
-from reprl.types import Batch, EnvSpec
+from reprl.types import Batch
 from tests.test_pretrain import (
+    PONG_SPEC,
     assert_resume_from_middle_matches,
     pretrain_args,
     records,
 )
 
-SPEC = EnvSpec("Pong", (4, 84, 84), np.dtype(np.uint8), "discrete", num_actions=6, frame_stack=4)
+SPEC = PONG_SPEC
 SMALL = [
     "trainer.batch_size=8",
     "trainer.seq_len=4",

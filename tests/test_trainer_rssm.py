@@ -20,14 +20,15 @@ from reprl.runs import checkpoint as ckpt
 from reprl.train import train
 from reprl.trainers.base import TrainerModel
 from reprl.trainers.rssm import RSSM, RSSMTrainer, RSSMTrainerConfig, balanced_kl
-from reprl.types import Batch, EnvSpec
+from reprl.types import Batch
 from tests.test_pretrain import (
+    PONG_SPEC,
     assert_resume_from_middle_matches,
     pretrain_args,
     records,
 )
 
-SPEC = EnvSpec("Pong", (4, 84, 84), np.dtype(np.uint8), "discrete", num_actions=6, frame_stack=4)
+SPEC = PONG_SPEC
 SMALL = [
     "trainer.batch_size=8",
     "trainer.seq_len=8",
