@@ -84,6 +84,10 @@ class TrainConfig:
     """cpu, cuda, cuda:N, or auto (cuda when available)."""
     torch_threads: int = 0
     """torch intra-op threads (0: torch's default)."""
+    cpu_matmul: str = "auto"
+    """Kernel of large float32 matrix products on CPU: onednn, default (PyTorch's, MKL) or
+    auto (oneDNN on non-Intel x86 CPUs with AVX-512, where MKL runs its AVX2 code; see
+    reprl.models.kernels)."""
     run_dir: str | None = None
     """Run folder (default runs/<name>-<timestamp>)."""
     resume: str | None = None
@@ -151,6 +155,10 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"eval.video_every: must be >= 0 (0: never), got {cfg.eval.video_every}")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
         raise ConfigError(f"device: unknown '{cfg.device}'; valid: auto, cpu, cuda, cuda:N, mps")
+    from reprl.models.kernels import CPU_MATMUL
+
+    if cfg.cpu_matmul not in CPU_MATMUL:
+        raise ConfigError(f"cpu_matmul: unknown '{cfg.cpu_matmul}'; valid: {', '.join(CPU_MATMUL)}")
     if cfg.device.startswith("cuda"):
         import torch
 

@@ -24,6 +24,7 @@ from reprl.evaluation.probes import ProbeCallback
 from reprl.functional import TrainParts, build_agent
 from reprl.loop import RunState, run
 from reprl.models import build_model
+from reprl.models.kernels import set_cpu_matmul
 from reprl.registry import AGENTS
 from reprl.runs import checkpoint as ckpt
 from reprl.runs.callbacks import CheckpointCallback, EvalCallback, LogCallback, Progress
@@ -137,6 +138,7 @@ def train(cfg: TrainConfig, parts: TrainParts | None = None) -> TrainResult:
             )
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
+    set_cpu_matmul(cfg.cpu_matmul)
 
     # Identical model initialisation on every rank; envs differ per rank.
     torch.manual_seed(cfg.seed)

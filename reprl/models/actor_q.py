@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reprl.errors import ConfigError, choices_hint
+from reprl.models.kernels import linear, stacked_linear
 from reprl.models.layers import MLP, StackedMLP, check_activation, tanh
 from reprl.registry import POLICIES
 from reprl.types import EnvSpec
@@ -112,11 +113,11 @@ class StackedCritics(nn.Module):
                 for w, b in self.hidden._names:
                     weight = self.hidden._parameters[w].detach()  # type: ignore[union-attr]
                     bias = self.hidden._parameters[b].detach()  # type: ignore[union-attr]
-                    h = self.hidden.act(torch.baddbmm(bias, h, weight))
-            out = torch.baddbmm(self.out_bias.detach(), h, self.out_weight.detach())
+                    h = self.hidden.apply_layer(bias, h, weight)
+            out = stacked_linear(self.out_bias.detach(), h, self.out_weight.detach())
         else:
             h = self.hidden(x) if self.hidden is not None else x.expand(self.k, *x.shape)
-            out = torch.baddbmm(self.out_bias, h, self.out_weight)
+            out = stacked_linear(self.out_bias, h, self.out_weight)
         return out[..., 0]
 
 
@@ -165,7 +166,7 @@ class ActorQPolicy(nn.Module):
     def actor(self, features: torch.Tensor) -> ActorQOutput:
         """The actor's raw output for features of any leading shape ``(..., D)``."""
         h = self.actor_mlp(features)
-        out = F.linear(h, self.actor_out.weight, self.actor_out.bias).float()
+        out = linear(h, self.actor_out.weight, self.actor_out.bias).float()
         if not self.gaussian:
             return ActorQOutput(mean=out)
         mean, log_std = out.chunk(2, dim=-1)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reprl.errors import ConfigError, choices_hint
+from reprl.models.kernels import linear, stacked_linear
 
 NUMPY_TANH = True
 """Compute :func:`tanh` with NumPy's SIMD kernel on CPU (see there); False: ``torch.tanh``."""
@@ -114,8 +115,12 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., in_dim) -> (..., out_dim)``."""
+        if self.norms is None and self.act is torch.relu:  # ReLU fused into the product
+            for layer in self.layers:
+                x = linear(x, layer.weight, layer.bias, relu=True)
+            return x
         for i, layer in enumerate(self.layers):
-            x = F.linear(x, layer.weight, layer.bias)
+            x = linear(x, layer.weight, layer.bias)
             if self.norms is not None:
                 norm = self.norms[i]
                 x = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
@@ -165,8 +170,17 @@ class StackedMLP(nn.Module):
         params = self._parameters
         h = x.expand(self.k, *x.shape)
         for weight, bias in self._names:
-            h = self.act(torch.baddbmm(params[bias], h, params[weight]))  # type: ignore[arg-type]
+            h = self.apply_layer(params[bias], h, params[weight])  # type: ignore[arg-type]
         return h
+
+    def apply_layer(
+        self, bias: torch.Tensor, h: torch.Tensor, weight: torch.Tensor
+    ) -> torch.Tensor:
+        """One stacked layer and the activation: ``act(baddbmm(bias, h, weight))`` (a ReLU is
+        fused into the product, see :func:`reprl.models.kernels.stacked_linear`)."""
+        if self.act is torch.relu:
+            return stacked_linear(bias, h, weight, relu=True)
+        return self.act(stacked_linear(bias, h, weight))
 
     def forward_one(self, x: torch.Tensor, j: int) -> torch.Tensor:
         """Net ``j`` alone: ``(B, in_dim) -> (B, out_dim)`` (e.g. the critic for bootstrap
@@ -175,7 +189,7 @@ class StackedMLP(nn.Module):
         h = x.unsqueeze(0)
         for weight, bias in self._names:
             w, b = params[weight], params[bias]
-            h = self.act(torch.baddbmm(b[j : j + 1], h, w[j : j + 1]))  # type: ignore[index]
+            h = self.apply_layer(b[j : j + 1], h, w[j : j + 1])  # type: ignore[index]
         return h[0]
 
     def layer(self, i: int, j: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from reprl.errors import ConfigError
 from reprl.models.distributions import Categorical, DiagGaussian
+from reprl.models.kernels import linear
 from reprl.models.layers import MLP, StackedMLP, check_activation, orthogonal_
 from reprl.registry import POLICIES
 from reprl.types import EnvSpec
@@ -196,12 +196,12 @@ class ActorCritic(nn.Module):
         return self.actor_mlp(x) if self.critic_mlp is None else self.critic_mlp(x)  # type: ignore[misc]
 
     def _value(self, h: torch.Tensor, n: int, t: int) -> torch.Tensor:
-        value = F.linear(h, self.value_out.weight, self.value_out.bias).view(n, t, -1)
+        value = linear(h, self.value_out.weight, self.value_out.bias).view(n, t, -1)
         # float32 under bf16 autocast: returns and advantages are computed from values.
         return value.float() if value.dtype != torch.float32 else value
 
     def _dist(self, h: torch.Tensor, n: int, t: int) -> Categorical | DiagGaussian:
-        out = F.linear(h, self.action_out.weight, self.action_out.bias).view(n, t, -1)
+        out = linear(h, self.action_out.weight, self.action_out.bias).view(n, t, -1)
         if self.discrete:
             return Categorical(out)
         if self.state_dependent_std:

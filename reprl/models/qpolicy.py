@@ -13,10 +13,10 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from reprl.errors import ConfigError
+from reprl.models import kernels
 from reprl.models.layers import ACTIVATION_FNS, MLP, check_activation
 from reprl.registry import POLICIES
 from reprl.types import EnvSpec
@@ -91,7 +91,7 @@ class NoisyLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., in_features) -> (..., out_features)``."""
         weight, bias = self.effective_weight_bias()
-        return F.linear(x, weight, bias)
+        return kernels.linear(x, weight, bias)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, sigma0={self.sigma0}"
@@ -244,7 +244,7 @@ class QPolicy(nn.Module):
         if isinstance(self.q_out, NoisyLinear):
             out = self.q_out(h)
         else:
-            out = F.linear(h, self.q_out.weight, self.q_out.bias)
+            out = kernels.linear(h, self.q_out.weight, self.q_out.bias)
         if self.num_atoms == 1 and self.value_mlp is None:  # plain Q: one view, no select
             return QOutput(q=out.view(n, t, self.num_actions).float()), {}
         out = out.view(n, t, self.num_actions, -1)
