@@ -38,13 +38,15 @@ def test_dqn_solves_cartpole(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_rainbow_solves_cartpole(tmp_path: Path) -> None:
     """All six Rainbow switches together (rainbow_cartpole: double, dueling, 3-step returns,
-    prioritized replay, C51, noisy nets) solve CartPole-v1 for seed 5.
+    prioritized replay, C51, noisy nets) solve CartPole-v1 for seed 1.
 
-    Seeds 1-15 all solve within the experiment's 50k steps, at 20480, 10240, 5120, 5120,
-    15360, 12800, 17920, 20480, 30720, 7680, 15360, 15360, 33280, 17920 and 10240 steps
-    (13 of 15 within this test's budget of 20480). Seed 5 solves at the median, 15360.
+    Seeds 1-15 all solve within the experiment's 50k steps, at 12800, 10240, 10240, 5120,
+    23040, 17920, 12800, 10240, 23040, 10240, 12800, 12800, 25600, 35840 and 10240 steps
+    (11 of 15 within this test's budget of 20480; measured with ``cpu_matmul=auto`` on this
+    project's AMD machine, whose oneDNN products round differently from MKL's). Seed 1
+    solves at the median, 12800.
     """
-    cfg = load_config(["experiment=rainbow_cartpole", "seed=5", *QUIET, f"run_dir={tmp_path}"])
+    cfg = load_config(["experiment=rainbow_cartpole", "seed=1", *QUIET, f"run_dir={tmp_path}"])
     result = train(cfg)
     assert result.solved_step is not None and result.solved_step <= 20_480
     assert result.final_eval is not None and result.final_eval["mean_return"] >= 475

@@ -45,7 +45,7 @@ def via_onednn(out: torch.Tensor) -> bool:
     names = [type(node).__name__]
     if node is not None and node.next_functions:
         names.append(type(node.next_functions[0][0]).__name__)
-    return any(name.startswith("_Dnn") for name in names)
+    return any(name.startswith(("_Dnn", "_Sliced")) for name in names)
 
 
 @pytest.mark.parametrize("relu", [False, True])
@@ -67,11 +67,13 @@ def test_linear_matches_f_linear(onednn: None, relu: bool, shape: tuple[int, ...
 
 
 @pytest.mark.parametrize("relu", [False, True])
-def test_stacked_linear_matches_baddbmm(onednn: None, relu: bool) -> None:
+@pytest.mark.parametrize("sizes", [(192, 256), (256, 1)])  # oneDNN; a critic's 2-D products
+def test_stacked_linear_matches_baddbmm(onednn: None, relu: bool, sizes: tuple[int, int]) -> None:
     torch.manual_seed(1)
-    x = torch.randn(256, 192, requires_grad=True)
-    weight = torch.randn(2, 192, 256, requires_grad=True)
-    bias = torch.randn(2, 1, 256, requires_grad=True)
+    fan_in, fan_out = sizes
+    x = torch.randn(256, fan_in, requires_grad=True)
+    weight = torch.randn(2, fan_in, fan_out, requires_grad=True)
+    bias = torch.randn(2, 1, fan_out, requires_grad=True)
     h = x.expand(2, *x.shape)  # the critics' shared input: its gradient sums over the nets
     out = kernels.stacked_linear(bias, h, weight, relu=relu)
     assert via_onednn(out)
