@@ -99,6 +99,7 @@ def _use_dnn(x: torch.Tensor, weight: torch.Tensor, rows: int) -> bool:
         and x.device.type == "cpu"
         and rows * weight.shape[-1] * weight.shape[-2] >= MIN_MACS
         and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()  # torch.compile chooses its own kernels
     )
 
 
@@ -118,6 +119,7 @@ def _use_sliced(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and weight.dtype == torch.float32
         and x.device.type == "cpu"
         and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
     ):
         return False
     fan_in, fan_out = weight.shape[1], weight.shape[2]
