@@ -153,3 +153,20 @@ def test_cpu_matmul_choices() -> None:
         kernels._enabled = before
     with pytest.raises(ConfigError, match="cpu_matmul: unknown 'fast'"):
         load_config(["experiment=sac_pendulum", "cpu_matmul=fast"])
+
+
+def test_linear_module_is_an_nn_linear_through_onednn(onednn: None) -> None:
+    """The backbones' ``kernels.Linear`` (e.g. the Nature CNN's 3136 -> 512 head) keeps
+    ``nn.Linear``'s parameters and names and computes the same function by oneDNN."""
+    torch.manual_seed(3)
+    layer = kernels.Linear(3136, 512)
+    reference = torch.nn.Linear(3136, 512)
+    reference.load_state_dict(layer.state_dict())
+    assert isinstance(layer, torch.nn.Linear) and list(layer.state_dict()) == ["weight", "bias"]
+    x = torch.randn(32, 3136, requires_grad=True)
+    out, ref = layer(x), reference(x)
+    assert via_onednn(out) and close(out, ref)
+    params = [x, layer.weight, layer.bias]
+    ref_params = [x, reference.weight, reference.bias]
+    for a, b in zip(grads(out, params), grads(ref, ref_params), strict=True):
+        assert close(a, b)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from reprl.errors import ConfigError
+from reprl.models.kernels import Linear
 from reprl.models.layers import MLP as MLPNet
 from reprl.models.layers import check_activation
 from reprl.models.pretrained import BackboneInit
@@ -221,7 +222,7 @@ class NatureCNN(_ConvBackbone):
         else:
             in_dim = channels * height * width
             for size in sizes:
-                layers += [nn.Linear(in_dim, size), nn.ReLU()]
+                layers += [Linear(in_dim, size), nn.ReLU()]
                 in_dim = size
         self.head = nn.Sequential(*layers)
         self.out_dim = cfg.features_dim
@@ -309,7 +310,7 @@ class ConvNet(_ConvBackbone):
                 "layernorm_tanh": _LayerNormTanh(cfg.features_dim),
                 "none": nn.Identity(),
             }[cfg.head]
-            self.head = nn.Sequential(nn.Linear(flat, cfg.features_dim), post)
+            self.head = nn.Sequential(Linear(flat, cfg.features_dim), post)
             self.out_dim = cfg.features_dim
         self._finish()
 
@@ -364,7 +365,7 @@ class ImpalaCNN(_ConvBackbone):
             in_ch = out_ch
         layers.append(nn.ReLU())
         self.convs = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Linear(self._conv_out_dim(), cfg.features_dim), nn.ReLU())
+        self.head = nn.Sequential(Linear(self._conv_out_dim(), cfg.features_dim), nn.ReLU())
         self.out_dim = cfg.features_dim
         self._finish()
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from reprl.errors import ConfigError
 
@@ -244,3 +245,12 @@ def stacked_linear(
         y = torch.baddbmm(bias, x, weight)
         return torch.relu(y) if relu else y
     return _SlicedStackedLinear.apply(bias, x, weight, relu)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` whose product goes through :func:`linear` (oneDNN for large float32 CPU
+    products when enabled): the same parameters, names and initialisation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., in_features) -> (..., out_features)``."""
+        return linear(x, self.weight, self.bias)
