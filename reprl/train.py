@@ -16,6 +16,7 @@ import yaml
 
 from reprl import dist
 from reprl.agents.base import Agent
+from reprl.allocator import keep_freed_memory
 from reprl.config import TrainConfig, component_config, to_dict
 from reprl.envs import make_vector_env
 from reprl.errors import CheckpointError, ConfigError
@@ -139,6 +140,7 @@ def train(cfg: TrainConfig, parts: TrainParts | None = None) -> TrainResult:
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
     set_cpu_matmul(cfg.cpu_matmul)
+    keep_freed_memory()  # no page faults on every step's tensors (reprl.allocator)
 
     # Identical model initialisation on every rank; envs differ per rank.
     torch.manual_seed(cfg.seed)
