@@ -92,15 +92,23 @@ def _dnn(
     return _linear_pointwise(x, weight, bias, "relu" if relu else "none", [], "")  # type: ignore[misc]
 
 
+def _plain_cpu_float32(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """float32 on CPU outside autocast and ``torch.compile`` tracing (which chooses its own
+    kernels): where these kernels apply."""
+    return (
+        x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and x.device.type == "cpu"
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+    )
+
+
 def _use_dnn(x: torch.Tensor, weight: torch.Tensor, rows: int) -> bool:
     return (
         _enabled
-        and x.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and x.device.type == "cpu"
         and rows * weight.shape[-1] * weight.shape[-2] >= MIN_MACS
-        and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()  # torch.compile chooses its own kernels
+        and _plain_cpu_float32(x, weight)
     )
 
 
@@ -114,14 +122,7 @@ def _use_sliced(x: torch.Tensor, weight: torch.Tensor) -> bool:
     outputs of width 1 from 128 inputs and up (a critic's Q), where ``baddbmm`` is several
     times slower than a 2-D product per net (measured 257 us against 74 us forward and
     backward for two 256 -> 1 layers at batch 256)."""
-    if not (
-        SLICED_STACKS
-        and x.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and x.device.type == "cpu"
-        and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()
-    ):
+    if not (SLICED_STACKS and _plain_cpu_float32(x, weight)):
         return False
     fan_in, fan_out = weight.shape[1], weight.shape[2]
     return _use_dnn(x, weight, x.shape[1]) or (fan_out == 1 and fan_in >= 128)
