@@ -155,10 +155,9 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"eval.video_every: must be >= 0 (0: never), got {cfg.eval.video_every}")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
         raise ConfigError(f"device: unknown '{cfg.device}'; valid: auto, cpu, cuda, cuda:N, mps")
-    from reprl.models.kernels import CPU_MATMUL
+    from reprl.models.kernels import check_cpu_matmul
 
-    if cfg.cpu_matmul not in CPU_MATMUL:
-        raise ConfigError(f"cpu_matmul: unknown '{cfg.cpu_matmul}'; valid: {', '.join(CPU_MATMUL)}")
+    check_cpu_matmul(cfg.cpu_matmul)
     if cfg.device.startswith("cuda"):
         import torch
 

@@ -68,12 +68,17 @@ _enabled = onednn_available() and onednn_preferred()
 """Whether large float32 CPU products go through oneDNN (``auto`` from import on)."""
 
 
+def check_cpu_matmul(mode: str) -> None:
+    """Raise a ConfigError naming the valid choices if ``mode`` is not one."""
+    if mode not in CPU_MATMUL:
+        raise ConfigError(f"cpu_matmul: unknown '{mode}'; valid: {', '.join(CPU_MATMUL)}")
+
+
 def set_cpu_matmul(mode: str) -> bool:
     """Choose the kernel of large float32 CPU products (``auto``, ``onednn`` or ``default``);
     returns whether oneDNN is now used."""
     global _enabled
-    if mode not in CPU_MATMUL:
-        raise ConfigError(f"cpu_matmul: unknown '{mode}'; valid: {', '.join(CPU_MATMUL)}")
+    check_cpu_matmul(mode)
     if mode == "onednn" and not onednn_available():
         raise ConfigError("cpu_matmul: onednn needs a PyTorch build with oneDNN (mkldnn)")
     _enabled = mode == "onednn" or (mode == "auto" and onednn_available() and onednn_preferred())
@@ -104,12 +109,13 @@ def _plain_cpu_float32(x: torch.Tensor, weight: torch.Tensor) -> bool:
     )
 
 
+def _large(weight: torch.Tensor, rows: int) -> bool:
+    """oneDNN is on and ``rows`` rows through ``weight`` make a product it takes."""
+    return _enabled and rows * weight.shape[-1] * weight.shape[-2] >= MIN_MACS
+
+
 def _use_dnn(x: torch.Tensor, weight: torch.Tensor, rows: int) -> bool:
-    return (
-        _enabled
-        and rows * weight.shape[-1] * weight.shape[-2] >= MIN_MACS
-        and _plain_cpu_float32(x, weight)
-    )
+    return _large(weight, rows) and _plain_cpu_float32(x, weight)
 
 
 def _relu_backward(grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -125,7 +131,7 @@ def _use_sliced(x: torch.Tensor, weight: torch.Tensor) -> bool:
     if not (SLICED_STACKS and _plain_cpu_float32(x, weight)):
         return False
     fan_in, fan_out = weight.shape[1], weight.shape[2]
-    return _use_dnn(x, weight, x.shape[1]) or (fan_out == 1 and fan_in >= 128)
+    return _large(weight, x.shape[1]) or (fan_out == 1 and fan_in >= 128)
 
 
 class _DnnLinear(torch.autograd.Function):
@@ -225,7 +231,7 @@ def _product(
 ) -> None:
     """``out = a @ b [+ bias]`` [then ReLU] for 2-D ``a (M, K)``, ``b (K, N)``: oneDNN for large
     products when enabled, else MKL writing straight into ``out``."""
-    if _enabled and a.shape[0] * a.shape[1] * b.shape[1] >= MIN_MACS:
+    if _large(b, a.shape[0]):
         out.copy_(_dnn(a, b.t(), None if bias is None else bias.view(-1), relu))
         return
     if bias is None:
