@@ -170,3 +170,126 @@ def test_linear_module_is_an_nn_linear_through_onednn(onednn: None) -> None:
     ref_params = [x, reference.weight, reference.bias]
     for a, b in zip(grads(out, params), grads(ref, ref_params), strict=True):
         assert close(a, b)
+
+
+def chain(
+    x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor], relu_last: bool
+):
+    """Reference MLP: ``F.linear`` and ReLU layer by layer."""
+    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        x = F.linear(x, w, b)
+        if relu_last or i < len(weights) - 1:
+            x = torch.relu(x)
+    return x
+
+
+def fused(out: torch.Tensor) -> bool:
+    """Whether ``out`` came from the one-node MLP (its node, or the node under a view)."""
+    node = out.grad_fn
+    names = [type(node).__name__]
+    if node is not None and node.next_functions:
+        names.append(type(node.next_functions[0][0]).__name__)
+    return "_MLPBackward" in names
+
+
+@pytest.mark.parametrize("relu_last", [False, True])
+@pytest.mark.parametrize("shape", [(256, 5), (4, 64, 5)])
+@pytest.mark.parametrize("input_grad", [False, True])
+def test_mlp_matches_layer_by_layer(
+    onednn: None, relu_last: bool, shape: tuple[int, ...], input_grad: bool
+) -> None:
+    """``kernels.mlp`` (one node, oneDNN for its large products) gives F.linear's values and
+    gradients for the input, every weight and every bias."""
+    torch.manual_seed(3)
+    sizes = [5, 256, 256, 3]
+    weights = [(torch.randn(o, i) / i**0.5).requires_grad_() for i, o in zip(sizes, sizes[1:])]
+    biases = [torch.randn(o, requires_grad=True) for o in sizes[1:]]
+    x = torch.randn(*shape, requires_grad=input_grad)
+    out = kernels.mlp(x, weights, biases, relu_last)
+    assert fused(out)
+    ref = chain(x, weights, biases, relu_last)
+    assert out.shape == ref.shape and close(out, ref)
+    inputs = [*weights, *biases] + ([x] if input_grad else [])
+    assert all(close(a, b) for a, b in zip(grads(out, inputs), grads(ref, inputs), strict=True))
+    with torch.no_grad():
+        assert close(kernels.mlp(x, weights, biases, relu_last), ref)
+
+
+def test_mlp_small_or_other_dtype_goes_layer_by_layer(onednn: None) -> None:
+    """Without a product large enough for oneDNN (DQN CartPole's batch-64 MLP), or in
+    float64, the MLP runs on PyTorch's per-layer autograd, with the same values."""
+    torch.manual_seed(4)
+    weights = [torch.randn(256, 4, requires_grad=True), torch.randn(2, 256, requires_grad=True)]
+    biases = [torch.randn(256, requires_grad=True), torch.randn(2, requires_grad=True)]
+    small = torch.randn(64, 4)
+    out = kernels.mlp(small, weights, biases)
+    assert not fused(out) and close(out, chain(small, weights, biases, False))
+    w64 = [w.double() for w in weights]
+    b64 = [b.double() for b in biases]
+    out = kernels.mlp(small.double().repeat(64, 1), w64, b64)
+    assert not fused(out) and out.dtype == torch.float64
+
+
+@pytest.mark.parametrize("relu_last", [False, True])
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("detach", [False, True])
+def test_stacked_mlp_matches_baddbmm(
+    onednn: None, relu_last: bool, shared: bool, detach: bool
+) -> None:
+    """``kernels.stacked_mlp`` (twin critics as one node) against a ``baddbmm`` chain, with one
+    input shared by the nets or one per net; with detached weights (an actor loss through
+    constant critics) only the input gets a gradient."""
+    torch.manual_seed(5)
+    k, sizes = 2, [7, 256, 256, 1]
+    weights = [(torch.randn(k, i, o) / i**0.5).requires_grad_() for i, o in zip(sizes, sizes[1:])]
+    biases = [torch.randn(k, 1, o, requires_grad=True) for o in sizes[1:]]
+    x = torch.randn(256, 7) if shared else torch.randn(k, 256, 7)
+    x.requires_grad_(True)
+    ws = [w.detach() for w in weights] if detach else weights
+    bs = [b.detach() for b in biases] if detach else biases
+    out = kernels.stacked_mlp(x, ws, bs, relu_last)
+    assert fused(out)
+    h = x.expand(k, *x.shape) if shared else x
+    for i, (w, b) in enumerate(zip(ws, bs, strict=True)):
+        h = torch.baddbmm(b, h, w)
+        h = torch.relu(h) if relu_last or i < len(ws) - 1 else h
+    assert out.shape == h.shape == (k, 256, 1) and close(out, h)
+    inputs = [x] if detach else [x, *weights, *biases]
+    assert all(close(a, b) for a, b in zip(grads(out, inputs), grads(h, inputs), strict=True))
+    if detach:  # nothing reaches the parameters
+        kernels.stacked_mlp(x, ws, bs, relu_last).sum().backward()
+        assert all(p.grad is None for p in [*weights, *biases])
+
+
+def test_fused_mlps_agree_with_per_layer_functions(onednn: None) -> None:
+    """SAC's actor and critics (critic loss and detached actor loss) give the same outputs
+    and gradients with ``FUSED_MLPS`` on as with per-layer autograd Functions."""
+    torch.manual_seed(6)
+    spec = EnvSpec(
+        env_id="test",
+        obs_shape=(3,),
+        obs_dtype=np.dtype(np.float32),
+        action_type="continuous",
+        action_shape=(1,),
+        action_low=-np.ones(1, np.float32),
+        action_high=np.ones(1, np.float32),
+    )
+    policy = ActorQPolicy(ActorQConfig(), 3, spec)
+    feats, action = torch.randn(256, 3), torch.rand(256, 1) * 2 - 1
+    params = list(policy.parameters())
+
+    def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        q = policy.q(feats, action)
+        q_pi = policy.q(feats, policy.actor(feats).mean.tanh(), detach_params=True)
+        out = q.square().sum() + q_pi.sum()
+        return out, grads(out, params)
+
+    try:
+        kernels.FUSED_MLPS = False
+        ref, ref_grads = run()
+        kernels.FUSED_MLPS = True
+        out, out_grads = run()
+    finally:
+        kernels.FUSED_MLPS = True
+    assert close(out, ref)
+    assert all(close(a, b) for a, b in zip(out_grads, ref_grads, strict=True))

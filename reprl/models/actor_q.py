@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reprl.errors import ConfigError, choices_hint
-from reprl.models.kernels import linear, stacked_linear
+from reprl.models.kernels import stacked_linear
 from reprl.models.layers import MLP, StackedMLP, check_activation, tanh
 from reprl.registry import POLICIES
 from reprl.types import EnvSpec
@@ -107,17 +107,13 @@ class StackedCritics(nn.Module):
     def forward(self, x: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
         """``(B, in_dim) -> (k, B)``. ``detach_params``: the critics as constants (gradients
         flow to ``x`` only), for actor losses summed with the critic loss."""
-        if detach_params:
+        if self.hidden is not None:
+            out = self.hidden.forward_head(x, self.out_weight, self.out_bias, detach_params)
+        elif detach_params:
             h = x.expand(self.k, *x.shape)
-            if self.hidden is not None:
-                for w, b in self.hidden._names:
-                    weight = self.hidden._parameters[w].detach()  # type: ignore[union-attr]
-                    bias = self.hidden._parameters[b].detach()  # type: ignore[union-attr]
-                    h = self.hidden.apply_layer(bias, h, weight)
             out = stacked_linear(self.out_bias.detach(), h, self.out_weight.detach())
         else:
-            h = self.hidden(x) if self.hidden is not None else x.expand(self.k, *x.shape)
-            out = stacked_linear(self.out_bias, h, self.out_weight)
+            out = stacked_linear(self.out_bias, x.expand(self.k, *x.shape), self.out_weight)
         return out[..., 0]
 
 
@@ -165,8 +161,8 @@ class ActorQPolicy(nn.Module):
 
     def actor(self, features: torch.Tensor) -> ActorQOutput:
         """The actor's raw output for features of any leading shape ``(..., D)``."""
-        h = self.actor_mlp(features)
-        out = linear(h, self.actor_out.weight, self.actor_out.bias).float()
+        out = self.actor_mlp.forward_head(features, self.actor_out.weight, self.actor_out.bias)
+        out = out.float()
         if not self.gaussian:
             return ActorQOutput(mean=out)
         mean, log_std = out.chunk(2, dim=-1)

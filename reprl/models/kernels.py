@@ -34,9 +34,15 @@ CPU_MATMUL = ("auto", "onednn", "default")
 """Valid values of :func:`set_cpu_matmul`."""
 
 MIN_MACS = 1 << 23
-"""Products with fewer multiply-adds than this stay on the default kernel (measured in
-whole training steps: DQN CartPole's 64 x 256 x 256 products were no faster by oneDNN, SAC
-Pendulum's 256 x 256 x 256 ones ~1.9x)."""
+"""Products of a single layer (:func:`linear`, :func:`stacked_linear`) with fewer
+multiply-adds than this stay on the default kernel (measured in whole training steps: DQN
+CartPole's 64 x 256 x 256 products were no faster by oneDNN through a per-layer autograd
+Function, SAC Pendulum's 256 x 256 x 256 ones ~1.9x)."""
+
+FUSED_MIN_MACS = 1 << 22
+"""The same threshold for the other layers of an MLP fused into one autograd node
+(:func:`mlp`), where a product's kernel costs no Python overhead of its own: 64 x 256 x 256
+products take oneDNN there (~60 us against MKL's ~95 us each, measured alone)."""
 
 SLICED_STACKS = True
 """Run stacked layers on CPU as one 2-D product per net instead of ``torch.baddbmm`` where
@@ -109,9 +115,11 @@ def _plain_cpu_float32(x: torch.Tensor, weight: torch.Tensor) -> bool:
     )
 
 
-def _large(weight: torch.Tensor, rows: int) -> bool:
-    """oneDNN is on and ``rows`` rows through ``weight`` make a product it takes."""
-    return _enabled and rows * weight.shape[-1] * weight.shape[-2] >= MIN_MACS
+def _large(weight: torch.Tensor, rows: int, min_macs: int | None = None) -> bool:
+    """oneDNN is on and ``rows`` rows through ``weight`` make a product it takes (at least
+    ``min_macs`` multiply-adds; default :data:`MIN_MACS`)."""
+    macs = rows * weight.shape[-1] * weight.shape[-2]
+    return _enabled and macs >= (MIN_MACS if min_macs is None else min_macs)
 
 
 def _use_dnn(x: torch.Tensor, weight: torch.Tensor, rows: int) -> bool:
@@ -261,3 +269,209 @@ class Linear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., in_features) -> (..., out_features)``."""
         return linear(x, self.weight, self.bias)
+
+
+# ---------------------------------------------------------------------------- whole MLPs
+# A ReLU MLP as ONE autograd node: the forward runs every layer, the backward every layer's
+# products, in one Python autograd Function instead of one per layer. :func:`mlp` and
+# :func:`stacked_mlp` take it where the per-layer path would itself run Python Functions (a
+# product that oneDNN takes, a stacked 1-wide Q layer); where every layer stays on PyTorch's
+# C++ autograd (DQN CartPole's batch-64 MLP) the Function's overhead outweighs what it saves
+# and they go layer by layer. Measured in whole SAC Pendulum gradient steps (in-process A/B,
+# thread CPU time): ~5-8% faster than per-layer Functions; in DQN CartPole's steps a fused
+# node was ~8-14% slower than C++ autograd even with oneDNN's faster products.
+
+
+def _mlp_layer(
+    params: tuple[torch.Tensor, ...], i: int, j: int, stacked: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Net ``j``'s layer ``i`` as ``(weight (out, in), bias (out,))`` views: stacked parameters
+    are ``weight (k, in, out)``, ``bias (k, 1, out)``; plain ones ``(out, in)``, ``(out,)``."""
+    weight, bias = params[2 * i], params[2 * i + 1]
+    if stacked:
+        return weight[j].t(), bias[j, 0]
+    return weight, bias
+
+
+def _mlp_forward_layer(
+    h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, relu: bool
+) -> torch.Tensor:
+    """``h (M, in) @ w (out, in)^T + b`` [then ReLU]: oneDNN for large products when enabled."""
+    if _large(w, h.shape[0], FUSED_MIN_MACS):
+        return _dnn(h, w, b, relu)
+    y = torch.addmm(b, h, w.t())
+    return y.relu_() if relu else y
+
+
+def _mlp_weight_grad(g: torch.Tensor, h: torch.Tensor, big: bool, in_out: bool) -> torch.Tensor:
+    """A layer's weight gradient from its output gradient ``g (M, out)`` and input ``h (M,
+    in)``: ``(out, in)``, or ``(in, out)`` with ``in_out`` (stacked layout)."""
+    if in_out:
+        return _dnn(h.t(), g.t()) if big else torch.mm(h.t(), g)
+    if big:
+        return _dnn(g.t(), h.t())
+    if g.shape[1] > 4 * h.shape[1]:
+        # A wide layer on a narrow input (e.g. 4 -> 256): MKL's (K=M, N=in) product is ~4x
+        # faster than (out, M) @ (M, in); the transposed view is copied once into .grad.
+        return torch.mm(h.t(), g).t()
+    return torch.mm(g.t(), h)
+
+
+def _mlp_inputs(x: torch.Tensor, stacked: bool, k: int) -> list[torch.Tensor]:
+    """Each net's 2-D input: plain ``x``; stacked ``x (M, in)`` shared or ``x[j]`` of ``(k, M,
+    in)``."""
+    if stacked and x.dim() == 3:
+        return [x[j] for j in range(k)]
+    return [x] * k
+
+
+def _mlp_chain(
+    x: torch.Tensor, params: tuple[torch.Tensor, ...], stacked: bool, relu_last: bool
+) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
+    """Every net's output and its layers' inputs and outputs ``[x, h1, ..., out]``."""
+    n = len(params) // 2
+    k = params[0].shape[0] if stacked else 1
+    outs, acts = [], []
+    for j, h in enumerate(_mlp_inputs(x, stacked, k)):
+        net = [h]
+        for i in range(n):
+            w, b = _mlp_layer(params, i, j, stacked)
+            h = _mlp_forward_layer(h, w, b, relu_last or i < n - 1)
+            net.append(h)
+        outs.append(h)
+        acts.append(net)
+    return outs, acts
+
+
+class _MLP(torch.autograd.Function):
+    """A ReLU MLP (ReLU after every layer but the last; after the last too with
+    ``relu_last``), or ``k`` stacked ones, forward and backward in one node."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        stacked: bool,
+        relu_last: bool,
+        x: torch.Tensor,
+        *params: torch.Tensor,
+    ) -> torch.Tensor:
+        outs, acts = _mlp_chain(x, params, stacked, relu_last)
+        ctx.save_for_backward(*(a for net in acts for a in net), *params[0::2])
+        ctx.meta = (stacked, relu_last, len(params) // 2, len(acts), x.dim())  # type: ignore[attr-defined]
+        return torch.stack(outs) if stacked else outs[0]
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        stacked, relu_last, n, k, x_dim = ctx.meta  # type: ignore[attr-defined]
+        saved = ctx.saved_tensors  # type: ignore[attr-defined]
+        weights = saved[k * (n + 1) :]
+        need = ctx.needs_input_grad[2:]  # type: ignore[attr-defined]
+        w_grads: list[list[torch.Tensor]] = [[] for _ in range(n)]
+        b_grads: list[list[torch.Tensor]] = [[] for _ in range(n)]
+        x_grads = []
+        for j in range(k):
+            acts = saved[j * (n + 1) : (j + 1) * (n + 1)]
+            g = grad[j] if stacked else grad
+            for i in reversed(range(n)):
+                if relu_last or i < n - 1:
+                    g = _relu_backward(g, acts[i + 1])
+                h = acts[i]
+                w = weights[i][j].t() if stacked else weights[i]
+                big = _large(w, h.shape[0], FUSED_MIN_MACS)
+                if need[1 + 2 * i]:
+                    w_grads[i].append(_mlp_weight_grad(g, h, big, stacked))
+                if need[2 + 2 * i]:
+                    b_grads[i].append(g.sum(0))
+                if i > 0 or need[0]:
+                    g = _dnn(g, w.t()) if big else torch.mm(g, w)
+            if need[0]:
+                x_grads.append(g)
+        grad_x = None
+        if need[0]:
+            if not stacked:
+                grad_x = x_grads[0]
+            elif x_dim == 3:
+                grad_x = torch.stack(x_grads)
+            else:  # one input shared by the k nets
+                grad_x = functools.reduce(torch.add, x_grads)
+        out: list[torch.Tensor | None] = [None, None, grad_x]
+        for i in range(n):
+            for grads in (w_grads[i], b_grads[i]):
+                if not grads:
+                    out.append(None)
+                elif stacked:
+                    stack = torch.stack(grads)
+                    out.append(stack.unsqueeze(1) if stack.dim() == 2 else stack)
+                else:
+                    out.append(grads[0])
+        return tuple(out)
+
+
+FUSED_MLPS = True
+"""Run ReLU MLPs as one autograd node (:func:`mlp`, :func:`stacked_mlp`); False: layer by
+layer (for comparisons)."""
+
+
+def _needs_graph(x: torch.Tensor, params: tuple[torch.Tensor, ...]) -> bool:
+    return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))
+
+
+def mlp(
+    x: torch.Tensor,
+    weights: list[torch.Tensor],
+    biases: list[torch.Tensor],
+    relu_last: bool = False,
+) -> torch.Tensor:
+    """``x (..., in)`` through linear layers ``weights[i] (out, in)``, ``biases[i] (out,)`` with
+    a ReLU after each but the last (after the last too with ``relu_last``).
+
+    float32 on CPU (outside autocast and ``torch.compile`` tracing) with a layer large
+    enough for oneDNN (:data:`MIN_MACS`): one autograd node for the whole MLP, its products
+    of :data:`FUSED_MIN_MACS` and up by oneDNN. Otherwise layer by layer through
+    :func:`linear`. The same function and gradients either way."""
+    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    if not (
+        FUSED_MLPS and any(_large(w, rows) for w in weights) and _plain_cpu_float32(x, weights[0])
+    ):
+        for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+            x = linear(x, w, b, relu=relu_last or i < len(weights) - 1)
+        return x
+    params = tuple(p for pair in zip(weights, biases, strict=True) for p in pair)
+    h = x.reshape(rows, x.shape[-1])
+    if _needs_graph(h, params):
+        out = _MLP.apply(False, relu_last, h, *params)
+    else:
+        out = _mlp_chain(h, params, False, relu_last)[0][0]
+    return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def stacked_mlp(
+    x: torch.Tensor,
+    weights: list[torch.Tensor],
+    biases: list[torch.Tensor],
+    relu_last: bool = False,
+) -> torch.Tensor:
+    """``k`` MLPs (layer ``i``: ``weights[i] (k, in, out)``, ``biases[i] (k, 1, out)``, a ReLU
+    after each layer but the last, after the last too with ``relu_last``) on ``x (B, in)``
+    shared by all or ``x (k, B, in)``; returns ``(k, B, out)``.
+
+    float32 on CPU where the per-layer path would run net by net (a layer for oneDNN, or a
+    1-wide output from 128 inputs and up, see :func:`stacked_linear`): one autograd node for
+    all nets and layers (see :func:`mlp`); otherwise one :func:`stacked_linear` per layer."""
+    rows = x.shape[-2]
+    if not (
+        FUSED_MLPS
+        and _plain_cpu_float32(x, weights[0])
+        and any(_large(w, rows) or (w.shape[2] == 1 and w.shape[1] >= 128) for w in weights)
+    ):
+        k = weights[0].shape[0]
+        h = x.expand(k, *x.shape) if x.dim() == 2 else x
+        for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+            h = stacked_linear(b, h, w, relu=relu_last or i < len(weights) - 1)
+        return h
+    params = tuple(p for pair in zip(weights, biases, strict=True) for p in pair)
+    if _needs_graph(x, params):
+        return _MLP.apply(True, relu_last, x, *params)
+    return torch.stack(_mlp_chain(x, params, True, relu_last)[0])

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reprl.errors import ConfigError, choices_hint
-from reprl.models.kernels import linear, stacked_linear
+from reprl.models.kernels import linear, mlp, stacked_linear, stacked_mlp
 
 NUMPY_TANH = True
 """Compute :func:`tanh` with NumPy's SIMD kernel on CPU (see there); False: ``torch.tanh``."""
@@ -113,12 +113,16 @@ class MLP(nn.Module):
         self.act = ACTIVATION_FNS[activation]
         self.out_dim = sizes[-1]
 
+    @property
+    def fusable(self) -> bool:
+        """A ReLU MLP without LayerNorm: one :func:`reprl.models.kernels.mlp` call."""
+        return self.norms is None and self.act is torch.relu and len(self.layers) > 0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., in_dim) -> (..., out_dim)``."""
-        if self.norms is None and self.act is torch.relu:  # ReLU fused into the product
-            for layer in self.layers:
-                x = linear(x, layer.weight, layer.bias, relu=True)
-            return x
+        if self.fusable:  # one autograd node, ReLUs fused into the products
+            layers = self.layers
+            return mlp(x, [la.weight for la in layers], [la.bias for la in layers], True)
         for i, layer in enumerate(self.layers):
             x = linear(x, layer.weight, layer.bias)
             if self.norms is not None:
@@ -126,6 +130,16 @@ class MLP(nn.Module):
                 x = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
             x = self.act(x)
         return x
+
+    def forward_head(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+    ) -> torch.Tensor:
+        """``F.linear(self(x), weight, bias)``: the MLP then a linear head (no activation), as
+        one :func:`reprl.models.kernels.mlp` call when :attr:`fusable`."""
+        if not self.fusable:
+            return linear(self(x), weight, bias)
+        layers = self.layers
+        return mlp(x, [*(la.weight for la in layers), weight], [*(la.bias for la in layers), bias])
 
 
 class StackedMLP(nn.Module):
@@ -147,10 +161,10 @@ class StackedMLP(nn.Module):
         super().__init__()
         first = mlps[0]
         sizes = [(layer.in_features, layer.out_features) for layer in first.layers]
-        for mlp in mlps:
-            if [(la.in_features, la.out_features) for la in mlp.layers] != sizes:
+        for net in mlps:
+            if [(la.in_features, la.out_features) for la in net.layers] != sizes:
                 raise ValueError("StackedMLP needs MLPs of the same layer sizes")
-            if mlp.act is not first.act or mlp.norms is not None:
+            if net.act is not first.act or net.norms is not None:
                 raise ValueError("StackedMLP needs MLPs of one activation, without LayerNorm")
         if not sizes:
             raise ValueError("StackedMLP needs MLPs with at least one layer")
@@ -181,6 +195,30 @@ class StackedMLP(nn.Module):
         if self.act is torch.relu:
             return stacked_linear(bias, h, weight, relu=True)
         return self.act(stacked_linear(bias, h, weight))
+
+    def forward_head(
+        self,
+        x: torch.Tensor,
+        out_weight: torch.Tensor,
+        out_bias: torch.Tensor,
+        detach_params: bool = False,
+    ) -> torch.Tensor:
+        """``(B, in_dim) -> (k, B, out)``: every net, then its linear head ``out_weight[j] (in,
+        out)``, ``out_bias[j] (1, out)`` (no activation), as one
+        :func:`reprl.models.kernels.stacked_mlp` call for ReLU nets. ``detach_params``: the
+        nets as constants (gradients flow to ``x`` only)."""
+        params = self._parameters
+        weights = [params[w] for w, _ in self._names] + [out_weight]
+        biases = [params[b] for _, b in self._names] + [out_bias]
+        if detach_params:
+            weights = [w.detach() for w in weights]  # type: ignore[union-attr]
+            biases = [b.detach() for b in biases]  # type: ignore[union-attr]
+        if self.act is torch.relu:
+            return stacked_mlp(x, weights, biases)  # type: ignore[arg-type]
+        h = x.expand(self.k, *x.shape)
+        for w, b in zip(weights[:-1], biases[:-1], strict=True):
+            h = self.apply_layer(b, h, w)  # type: ignore[arg-type]
+        return stacked_linear(biases[-1], h, weights[-1])  # type: ignore[arg-type]
 
     def forward_one(self, x: torch.Tensor, j: int) -> torch.Tensor:
         """Net ``j`` alone: ``(B, in_dim) -> (B, out_dim)`` (e.g. the critic for bootstrap

@@ -240,11 +240,10 @@ class QPolicy(nn.Module):
             )
         n, t = features.shape[:2]
         x = features.reshape(-1, self.in_dim)
-        h = self.mlp(x)
         if isinstance(self.q_out, NoisyLinear):
-            out = self.q_out(h)
-        else:
-            out = kernels.linear(h, self.q_out.weight, self.q_out.bias)
+            out = self.q_out(self.mlp(x))
+        else:  # one autograd node for the MLP and the head (kernels.mlp)
+            out = self.mlp.forward_head(x, self.q_out.weight, self.q_out.bias)
         if self.num_atoms == 1 and self.value_mlp is None:  # plain Q: one view, no select
             return QOutput(q=out.view(n, t, self.num_actions).float()), {}
         out = out.view(n, t, self.num_actions, -1)
