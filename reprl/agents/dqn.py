@@ -106,6 +106,7 @@ class DQN(OffPolicyAgent):
         self.noisy = bool(getattr(model.policy, "noisy", False))
         # A stateless model (no recurrent neck) is run on the steps a loss needs only.
         self.stateless = model.initial_state(1, device) is None
+        self._rows_cache: torch.Tensor | None = None
         if self.noisy:
             self.epsilon = 0.0
             # The target is kept in eval mode; its noise must still apply (Hessel et al. 2018).
@@ -148,6 +149,11 @@ class DQN(OffPolicyAgent):
         self.epsilon = 0.0 if self.noisy else self.cfg.epsilon(progress)
         self.beta = self.cfg.per_beta(progress)
 
+    def iteration_metrics(self) -> dict[str, float]:
+        """The exploration rate in force this iteration (a constant: logged once, not per
+        gradient step) and the base class's coefficients."""
+        return {"stats/epsilon": float(self.epsilon)} | super().iteration_metrics()
+
     def on_collected(self, num_steps: int) -> None:
         """Env-step target updates: SB3 updates the target during collection, i.e. before
         the next update phase."""
@@ -167,6 +173,13 @@ class DQN(OffPolicyAgent):
             and self.stateless
             and getattr(self.model.policy, "num_atoms", 1) == 1
         )
+
+    def _rows(self, n: int, device: torch.device) -> torch.Tensor:
+        """``arange(n)`` on ``device``, made once per size (row indices of every step)."""
+        rows = self._rows_cache
+        if rows is None or rows.shape[0] != n or rows.device != device:
+            rows = self._rows_cache = torch.arange(n, device=device)
+        return rows
 
     @torch.no_grad()
     def prepare_phase(self, windows: Batch) -> Batch:
@@ -228,8 +241,7 @@ class DQN(OffPolicyAgent):
         steps: after a truncation the reset step at ``m`` holds the final observation).
         """
         cfg = self.cfg
-        batch_size = mb.reward.shape[0]
-        rows = torch.arange(batch_size, device=mb.reward.device)
+        rows = self._rows(mb.reward.shape[0], mb.reward.device)
         precomputed = mb.extras.get("target_q")  # the phase's targets (prepare_phase)
         if precomputed is not None:
             with self.autocast():
@@ -283,11 +295,7 @@ class DQN(OffPolicyAgent):
                 loss = (weight[:, 0].to(per_sample.dtype) * per_sample).mean()
             priority = (target_q - q_sa).detach().abs()
         self._priority = priority
-        info = {
-            "stats/q": q_sa.detach().mean(),
-            "stats/epsilon": torch.tensor(self.epsilon),
-            "stats/td_abs": priority.mean(),
-        }
+        info = {"stats/q": q_sa.detach().mean(), "stats/td_abs": priority.mean()}
         return {"loss_rl_q": loss}, info
 
     def after_update(self, mb: Batch, info: dict[str, torch.Tensor]) -> None:
