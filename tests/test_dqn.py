@@ -3,6 +3,7 @@ targets move."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -38,15 +39,16 @@ def test_dqn_solves_cartpole(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_rainbow_solves_cartpole(tmp_path: Path) -> None:
     """All six Rainbow switches together (rainbow_cartpole: double, dueling, 3-step returns,
-    prioritized replay, C51, noisy nets) solve CartPole-v1 for seed 1.
+    prioritized replay, C51, noisy nets) solve CartPole-v1 for seed 6.
 
-    Seeds 1-15 all solve within the experiment's 50k steps, at 12800, 10240, 10240, 5120,
-    23040, 17920, 12800, 10240, 23040, 10240, 12800, 12800, 25600, 35840 and 10240 steps
+    Seeds 1-15 all solve within the experiment's 50k steps, at 23040, 7680, 10240, 5120,
+    7680, 12800, 10240, 12800, 25600, 10240, 10240, 12800, 23040, 17920 and 23040 steps
     (11 of 15 within this test's budget of 20480; measured with ``cpu_matmul=auto`` on this
-    project's AMD machine, whose oneDNN products round differently from MKL's). Seed 1
+    project's AMD machine, whose oneDNN products round differently from MKL's, and the
+    one-node MLP kernels of 2026-11-22, which changed every seed's trajectory). Seed 6
     solves at the median, 12800.
     """
-    cfg = load_config(["experiment=rainbow_cartpole", "seed=1", *QUIET, f"run_dir={tmp_path}"])
+    cfg = load_config(["experiment=rainbow_cartpole", "seed=6", *QUIET, f"run_dir={tmp_path}"])
     result = train(cfg)
     assert result.solved_step is not None and result.solved_step <= 20_480
     assert result.final_eval is not None and result.final_eval["mean_return"] >= 475
@@ -80,8 +82,11 @@ def test_dqn_switches_run(switches: list[str], tmp_path: Path) -> None:
     assert "target" in state["agent"]
     assert state["agent"]["gradient_steps"] > 0
     assert ("buffer" in state["source"]) == ("agent.replay_in_checkpoint=true" in switches)
-    records = (tmp_path / "metrics.jsonl").read_text()
-    assert "losses/rl_q" in records
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
+    assert any("losses/rl_q" in r for r in records)
+    # epsilon is logged every iteration (also before learning starts), decaying from 1
+    eps = [r["stats/epsilon"] for r in records if "perf/sps" in r]
+    assert eps[0] == 1.0 and eps[-1] < 1.0 and eps == sorted(eps, reverse=True)
 
 
 def test_dqn_resume_continues(tmp_path: Path) -> None:
