@@ -8,8 +8,10 @@
         algo.after_update(mb, info)           # target syncs, priorities, early stop
     callbacks(metrics)                        # log, eval, checkpoint, early stop
 
-Metrics are accumulated on the device and synced once per iteration. A non-finite loss
-stops the run naming the loss and step (the last good checkpoint stays on disk).
+Metrics are kept on the device and synced once per iteration; each is the mean over the
+updates that reported it (an actor loss every other step: the mean of those steps). A
+non-finite loss stops the run naming the loss and step (the last good checkpoint stays on
+disk).
 """
 
 from __future__ import annotations
@@ -57,10 +59,18 @@ class Callback:
         """When the loop ends normally (not after an error)."""
 
 
-def _accumulate(acc: dict[str, torch.Tensor], values: dict[str, torch.Tensor]) -> None:
+def _accumulate(acc: dict[str, list[torch.Tensor]], values: dict[str, torch.Tensor]) -> None:
+    """Keep each update's values (reduced once per iteration: no tensor op per update)."""
     for k, v in values.items():
-        v = v.detach().float()
-        acc[k] = acc[k] + v if k in acc else v
+        if k in acc:
+            acc[k].append(v.detach())
+        else:
+            acc[k] = [v.detach()]
+
+
+def _means(acc: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+    """Each key's mean over the updates that reported it (one sync per key)."""
+    return {k: torch.stack(vs).float().mean().item() for k, vs in acc.items()}
 
 
 def run(algo: Any, source: Any, state: RunState, callbacks: list[Callback]) -> RunState:
@@ -81,7 +91,7 @@ def run(algo: Any, source: Any, state: RunState, callbacks: list[Callback]) -> R
         batch.require(*algo.requires)
 
         # update
-        acc: dict[str, torch.Tensor] = {}
+        acc: dict[str, list[torch.Tensor]] = {}
         updates = 0
         for mb in algo.minibatches(source, batch):
             losses, info = algo.compute_loss(mb)
@@ -96,7 +106,7 @@ def run(algo: Any, source: Any, state: RunState, callbacks: list[Callback]) -> R
         t_end = time.perf_counter()
 
         # metrics: one sync per iteration
-        metrics = {k: v.item() / max(updates, 1) for k, v in acc.items()}
+        metrics = _means(acc)
         for k, v in metrics.items():
             if k.startswith("losses/") and not math.isfinite(v):
                 raise NonFiniteLossError(

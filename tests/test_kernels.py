@@ -28,6 +28,19 @@ def onednn() -> Iterator[None]:
     kernels._enabled = before
 
 
+def continuous_spec(obs_dim: int, action_dim: int) -> EnvSpec:
+    """A continuous-control env spec with actions in [-1, 1]."""
+    return EnvSpec(
+        env_id="test",
+        obs_shape=(obs_dim,),
+        obs_dtype=np.dtype(np.float32),
+        action_type="continuous",
+        action_shape=(action_dim,),
+        action_low=-np.ones(action_dim, np.float32),
+        action_high=np.ones(action_dim, np.float32),
+    )
+
+
 def grads(out: torch.Tensor, inputs: list[torch.Tensor], seed: int = 0) -> list[torch.Tensor]:
     """Gradients of ``<out, g>`` for a fixed random ``g``."""
     g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))
@@ -109,15 +122,7 @@ def test_models_agree_across_kernels() -> None:
     """An MLP and SAC's actor and stacked critics (with the detached-critics path) give the
     same outputs and gradients through oneDNN as through the default kernels."""
     torch.manual_seed(2)
-    spec = EnvSpec(
-        env_id="test",
-        obs_shape=(17,),
-        obs_dtype=np.dtype(np.float32),
-        action_type="continuous",
-        action_shape=(6,),
-        action_low=-np.ones(6, np.float32),
-        action_high=np.ones(6, np.float32),
-    )
+    spec = continuous_spec(17, 6)
     policy = ActorQPolicy(ActorQConfig(), 17, spec)
     mlp = MLP(17, [256, 256], "relu")
     feats = torch.randn(256, 17)
@@ -265,15 +270,7 @@ def test_fused_mlps_agree_with_per_layer_functions(onednn: None) -> None:
     """SAC's actor and critics (critic loss and detached actor loss) give the same outputs
     and gradients with ``FUSED_MLPS`` on as with per-layer autograd Functions."""
     torch.manual_seed(6)
-    spec = EnvSpec(
-        env_id="test",
-        obs_shape=(3,),
-        obs_dtype=np.dtype(np.float32),
-        action_type="continuous",
-        action_shape=(1,),
-        action_low=-np.ones(1, np.float32),
-        action_high=np.ones(1, np.float32),
-    )
+    spec = continuous_spec(3, 1)
     policy = ActorQPolicy(ActorQConfig(), 3, spec)
     feats, action = torch.randn(256, 3), torch.rand(256, 1) * 2 - 1
     params = list(policy.parameters())

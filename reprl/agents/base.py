@@ -181,7 +181,9 @@ class Agent:
                 torch.stack(rl).sum(), torch.stack(aux).sum(), params, shared
             )
         else:
-            torch.stack(list(losses.values())).sum().backward()
+            values = list(losses.values())
+            # One loss (DQN): its own backward, without a stack-and-sum node pair.
+            (values[0] if len(values) == 1 else torch.stack(values).sum()).backward()
             if dist.is_distributed():
                 dist.all_reduce_grads(params)
         max_norm = getattr(self.cfg, "max_grad_norm", None)

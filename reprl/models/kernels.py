@@ -430,7 +430,8 @@ def mlp(
     float32 on CPU (outside autocast and ``torch.compile`` tracing) with a layer large
     enough for oneDNN (:data:`MIN_MACS`): one autograd node for the whole MLP, its products
     of :data:`FUSED_MIN_MACS` and up by oneDNN. Otherwise layer by layer through
-    :func:`linear`. The same function and gradients either way."""
+    ``F.linear`` (no product there would take oneDNN). The same function and gradients
+    either way."""
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
     last = len(weights) - 1
     if not (any(_large(w, rows) for w in weights) and _plain_cpu_float32(x, weights[0])):
