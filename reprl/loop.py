@@ -62,10 +62,7 @@ class Callback:
 def _accumulate(acc: dict[str, list[torch.Tensor]], values: dict[str, torch.Tensor]) -> None:
     """Keep each update's values (reduced once per iteration: no tensor op per update)."""
     for k, v in values.items():
-        if k in acc:
-            acc[k].append(v.detach())
-        else:
-            acc[k] = [v.detach()]
+        acc.setdefault(k, []).append(v.detach())
 
 
 def _means(acc: dict[str, list[torch.Tensor]]) -> dict[str, float]:

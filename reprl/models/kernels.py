@@ -136,10 +136,14 @@ def _use_sliced(x: torch.Tensor, weight: torch.Tensor) -> bool:
     outputs of width 1 from 128 inputs and up (a critic's Q), where ``baddbmm`` is several
     times slower than a 2-D product per net (measured 257 us against 74 us forward and
     backward for two 256 -> 1 layers at batch 256)."""
-    if not (SLICED_STACKS and _plain_cpu_float32(x, weight)):
-        return False
+    return SLICED_STACKS and _per_net(weight, x.shape[1]) and _plain_cpu_float32(x, weight)
+
+
+def _per_net(weight: torch.Tensor, rows: int) -> bool:
+    """Whether a stacked layer ``weight (k, in, out)`` on ``rows`` rows is faster net by net:
+    oneDNN takes its products, or its output is 1 wide from 128 inputs and up."""
     fan_in, fan_out = weight.shape[1], weight.shape[2]
-    return _large(weight, x.shape[1]) or (fan_out == 1 and fan_in >= 128)
+    return _large(weight, rows) or (fan_out == 1 and fan_in >= 128)
 
 
 class _DnnLinear(torch.autograd.Function):
@@ -327,20 +331,19 @@ def _mlp_inputs(x: torch.Tensor, stacked: bool, k: int) -> list[torch.Tensor]:
 
 def _mlp_chain(
     x: torch.Tensor, params: tuple[torch.Tensor, ...], stacked: bool, relu_last: bool
-) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
-    """Every net's output and its layers' inputs and outputs ``[x, h1, ..., out]``."""
+) -> list[list[torch.Tensor]]:
+    """Every net's layer inputs and outputs ``[x, h1, ..., out]``."""
     n = len(params) // 2
     k = params[0].shape[0] if stacked else 1
-    outs, acts = [], []
+    acts = []
     for j, h in enumerate(_mlp_inputs(x, stacked, k)):
         net = [h]
         for i in range(n):
             w, b = _mlp_layer(params, i, j, stacked)
             h = _mlp_forward_layer(h, w, b, relu_last or i < n - 1)
             net.append(h)
-        outs.append(h)
         acts.append(net)
-    return outs, acts
+    return acts
 
 
 class _MLP(torch.autograd.Function):
@@ -355,10 +358,10 @@ class _MLP(torch.autograd.Function):
         x: torch.Tensor,
         *params: torch.Tensor,
     ) -> torch.Tensor:
-        outs, acts = _mlp_chain(x, params, stacked, relu_last)
+        acts = _mlp_chain(x, params, stacked, relu_last)
         ctx.save_for_backward(*(a for net in acts for a in net), *params[0::2])
         ctx.meta = (stacked, relu_last, len(params) // 2, len(acts), x.dim())  # type: ignore[attr-defined]
-        return torch.stack(outs) if stacked else outs[0]
+        return torch.stack([net[-1] for net in acts]) if stacked else acts[0][-1]
 
     @staticmethod
     def backward(  # type: ignore[override]
@@ -451,7 +454,7 @@ def mlp(
     if _needs_graph(h, params):
         out = _MLP.apply(False, relu_last, h, *params)
     else:
-        out = _mlp_chain(h, params, False, relu_last)[0][0]
+        out = _mlp_chain(h, params, False, relu_last)[0][-1]
     return out.view(*x.shape[:-1], out.shape[-1])
 
 
@@ -470,9 +473,7 @@ def stacked_mlp(
     all nets and layers (see :func:`mlp`); otherwise one :func:`stacked_linear` per layer."""
     rows = x.shape[-2]
     if not (
-        FUSED_MLPS
-        and _plain_cpu_float32(x, weights[0])
-        and any(_large(w, rows) or (w.shape[2] == 1 and w.shape[1] >= 128) for w in weights)
+        FUSED_MLPS and _plain_cpu_float32(x, weights[0]) and any(_per_net(w, rows) for w in weights)
     ):
         k = weights[0].shape[0]
         h = x.expand(k, *x.shape) if x.dim() == 2 else x
@@ -482,4 +483,4 @@ def stacked_mlp(
     params = tuple(p for pair in zip(weights, biases, strict=True) for p in pair)
     if _needs_graph(x, params):
         return _MLP.apply(True, relu_last, x, *params)
-    return torch.stack(_mlp_chain(x, params, True, relu_last)[0])
+    return torch.stack([net[-1] for net in _mlp_chain(x, params, True, relu_last)])

@@ -94,10 +94,10 @@ def check_activation(name: str, path: str = "activation") -> None:
 class MLP(nn.Module):
     """``Linear -> [LayerNorm] -> activation`` per hidden size; no hidden sizes: identity.
 
-    Written for the per-step acting path: it calls ``kernels.linear`` and the activation function
-    directly instead of going through ``nn.Sequential`` (~2 us of module-call overhead per
-    layer and activation at batch 8 on CPU). Linear layers act on the last dim, so inputs may
-    have any leading dims.
+    Written for the per-step acting path: it calls ``kernels.mlp`` (ReLU without LayerNorm)
+    or ``kernels.linear`` and the activation function directly instead of going through
+    ``nn.Sequential`` (~2 us of module-call overhead per layer and activation at batch 8 on
+    CPU). Linear layers act on the last dim, so inputs may have any leading dims.
     """
 
     def __init__(
