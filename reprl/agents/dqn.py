@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from reprl.agents import fused_td
 from reprl.agents.distributional import categorical_projection
 from reprl.agents.offpolicy import OffPolicyAgent, OffPolicyConfig
 from reprl.data.nstep import window_targets
@@ -107,6 +108,14 @@ class DQN(OffPolicyAgent):
         # A stateless model (no recurrent neck) is run on the steps a loss needs only.
         self.stateless = model.initial_state(1, device) is None
         self._rows_cache: torch.Tensor | None = None
+        # A plain ReLU MLP Q head learned on CPU in float32: the TD loss and its gradients in
+        # plain ops, as one autograd node (fused_td.td_loss_node).
+        layers = getattr(model.policy, "plain_layers", lambda: None)()
+        plain = layers is not None and all(
+            p.requires_grad and p.dtype == torch.float32 and p.device.type == "cpu"
+            for p in (*layers[0], *layers[1])
+        )
+        self.td_layers = layers if plain and self.stateless and not self._autocast else None
         if self.noisy:
             self.epsilon = 0.0
             # The target is kept in eval mode; its noise must still apply (Hessel et al. 2018).
@@ -240,6 +249,8 @@ class DQN(OffPolicyAgent):
         and bootstrap index ``m <= n_step`` (always inside the window, which has ``1 + n_step``
         steps: after a truncation the reset step at ``m`` holds the final observation).
         """
+        if self.td_layers is not None and fused_td.FUSED_TD:
+            return self.fused_loss(mb)
         cfg = self.cfg
         rows = self._rows(mb.reward.shape[0], mb.reward.device)
         precomputed = mb.extras.get("target_q")  # the phase's targets (prepare_phase)
@@ -296,6 +307,51 @@ class DQN(OffPolicyAgent):
             priority = (target_q - q_sa).detach().abs()
         self._priority = priority
         info = {"stats/q": q_sa.detach().mean(), "stats/td_abs": priority.mean()}
+        return {"loss_rl_q": loss}, info
+
+    @torch.no_grad()
+    def td_target(self, mb: Batch) -> torch.Tensor:
+        """The n-step (double) Q-learning targets ``(B,)`` of windows ``(B, 1 + n_step)`` of a
+        stateless model: the phase's precomputed ones (:meth:`prepare_phase`) or ``R +
+        discount * Q'(s_m, argmax_a Q(s_m, a))`` (double), ``max_a Q'(s_m, a)`` otherwise."""
+        precomputed = mb.extras.get("target_q")
+        if precomputed is not None:
+            return precomputed[:, 0]
+        cfg = self.cfg
+        returns, discount, boot = window_targets(
+            mb.reward, mb.terminated, mb.truncated, mb.valid, cfg.gamma, cfg.n_step
+        )
+        rows = self._rows(mb.reward.shape[0], mb.reward.device)
+        obs_boot = mb.obs[:, 1:2] if cfg.n_step == 1 else mb.obs[rows, boot].unsqueeze(1)
+        (target_out, _), _ = self.target(obs_boot)
+        target_q = target_out.q[:, 0]
+        if not cfg.double:
+            return returns + discount * target_q.max(-1).values
+        (online, _), _ = self.model(obs_boot)
+        return returns + discount * target_q[rows, online.q[:, 0].argmax(-1)]
+
+    def fused_loss(self, mb: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """:meth:`compute_loss` for a plain ReLU MLP Q head (:attr:`td_layers`): the same loss
+        and gradients, computed by hand as one autograd node
+        (:func:`reprl.agents.fused_td.td_loss_node`); a backbone or neck with parameters
+        gets its gradient through the features as usual."""
+        assert self.td_layers is not None
+        target_q = self.td_target(mb)
+        (features, _), _ = self.model.features(mb.obs[:, :1])
+        weight = mb.extras.get("weight")  # importance-sampling correction (Schaul et al. 2016)
+        weights, biases = self.td_layers
+        loss, q_sa = fused_td.td_loss_node(
+            features.reshape(features.shape[0], -1),
+            weights,
+            biases,
+            mb.action[:, 0],
+            target_q,
+            None if weight is None else weight[:, 0],
+            self.cfg.huber,
+        )
+        priority = (target_q - q_sa).abs()
+        self._priority = priority
+        info = {"stats/q": q_sa.mean(), "stats/td_abs": priority.mean()}
         return {"loss_rl_q": loss}, info
 
     def after_update(self, mb: Batch, info: dict[str, torch.Tensor]) -> None:

@@ -232,6 +232,18 @@ class QPolicy(nn.Module):
             if in_eval is not None:
                 layer.noise_in_eval = in_eval
 
+    def plain_layers(self) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
+        """``(weights, biases)`` of every linear layer, input to output, when the head is a
+        plain ReLU MLP and its Q layer (no LayerNorm, dueling, noise or atoms), as DQN's fused
+        TD step (:mod:`reprl.agents.fused_td`) takes it; None for any other head."""
+        mlp = self.mlp
+        if self.noisy or self.dueling or self.num_atoms > 1 or not isinstance(mlp, MLP):
+            return None
+        if mlp.layers and not mlp.fusable:  # another activation, or LayerNorm
+            return None
+        layers = [*mlp.layers, self.q_out]
+        return [la.weight for la in layers], [la.bias for la in layers]
+
     def forward(self, features: torch.Tensor) -> tuple[QOutput, Info]:
         """``(N, T, D) -> (QOutput(q (N, T, A), logits (N, T, A, K) | None), {})``."""
         if features.dim() != 3 or features.shape[2] != self.in_dim:
