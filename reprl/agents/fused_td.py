@@ -7,8 +7,9 @@ CPUs uses AVX2 code (see :mod:`reprl.models.kernels`). An autograd Function arou
 hand-written backward costs as much again in Python bookkeeping. :func:`mlp_td_loss` computes
 the loss and every parameter's gradient in plain no-grad ops instead, with the large
 products by oneDNN where :mod:`reprl.models.kernels` would use it. The loss it returns is
-still an ordinary autograd output: one node (:class:`GivenGrads`) whose backward hands out
-the gradients computed beforehand, so ``loss.backward()``, summing with other losses, and
+still an ordinary autograd output: one node
+(:class:`reprl.agents.given_grads.GivenGrads`) whose backward hands out the gradients
+computed beforehand, so ``loss.backward()``, summing with other losses, and
 back-propagating into a backbone all work as for any loss.
 
 The maths, for ``q = MLP(x)``, ``d = q[i, a_i] - y_i`` and ``L = mean_i w_i l(d_i)``:
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from reprl.agents.given_grads import with_grads
 from reprl.models import kernels
 
 FUSED_TD = True
@@ -115,36 +117,6 @@ def mlp_td_loss(
     return TDGrads(loss=loss, q_sa=q_sa, grads=grads, input_grad=g if input_grad else None)
 
 
-class GivenGrads(torch.autograd.Function):
-    """``loss`` as an autograd node whose backward returns gradients computed beforehand:
-    ``grads[i]`` for ``params[i]`` and ``input_grad`` for ``x`` (scaled by the incoming
-    gradient). One node instead of one per layer, activation, gather and loss."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx,
-        loss: torch.Tensor,
-        grads: list[torch.Tensor | None],
-        x: torch.Tensor,
-        *params: torch.Tensor,
-    ) -> torch.Tensor:
-        ctx.grads = grads  # type: ignore[attr-defined]
-        return loss.clone()
-
-    @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
-    ) -> tuple[torch.Tensor | None, ...]:
-        grads = ctx.grads  # type: ignore[attr-defined]
-        if grads is None:
-            raise RuntimeError("GivenGrads: its gradients were handed out already")
-        ctx.grads = None  # type: ignore[attr-defined]  # they may be changed in place (clip, step)
-        # loss.backward() passes exactly 1 (checked on CPU only: no device sync elsewhere)
-        if not (grad.device.type == "cpu" and grad.item() == 1.0):
-            grads = [None if g is None else g * grad for g in grads]
-        return (None, None, *grads)
-
-
 def td_loss_node(
     x: torch.Tensor,
     weights: list[torch.Tensor],
@@ -162,5 +134,4 @@ def td_loss_node(
     if not torch.is_grad_enabled():
         return td.loss, td.q_sa
     params = [p for pair in zip(weights, biases, strict=True) for p in pair]
-    loss = GivenGrads.apply(td.loss, [td.input_grad, *td.grads], x, *params)
-    return loss, td.q_sa
+    return with_grads(td.loss, params, td.grads, x, td.input_grad), td.q_sa

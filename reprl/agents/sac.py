@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from reprl.agents import fused_sac
 from reprl.agents.offpolicy import ContinuousAgent, ContinuousConfig
 from reprl.errors import ConfigError
 from reprl.optim.schedules import Schedule
@@ -70,6 +71,14 @@ class SAC(ContinuousAgent):
             raise ConfigError("model.policy.actor: sac needs the gaussian actor")
         dim = int(np.prod(spec.action_shape))
         self.target_entropy = -float(dim) if cfg.target_entropy is None else cfg.target_entropy
+        # ReLU MLPs learned on CPU in float32 by a stateless model: the whole step's gradients
+        # by hand (fused_sac.sac_losses), each loss still an autograd output.
+        nets = fused_sac.Nets.of(self.policy)
+        stateless = model.initial_state(1, device) is None
+        trainable = all(p.requires_grad for p in self.policy.parameters())
+        fused = nets is not None and stateless and trainable and not self._autocast
+        self.fused_nets = nets if fused else None
+        self.fused_target = fused_sac.Nets.of(self.target.target.policy) if fused else None
 
     def make_extra_params(self, cfg: Any, spec: Any, device: torch.device) -> dict[str, Any]:
         """``log_alpha`` (trained only with ``autotune``)."""
@@ -106,6 +115,21 @@ class SAC(ContinuousAgent):
         """Critic, actor and entropy-coefficient losses on windows ``(B, 1 + n_step)``."""
         returns, discount, action, feat, feat_boot, target_boot = self.window_features(mb)
         assert feat_boot is not None  # computed without gradient
+        if self.fused_nets is not None and self.fused_target is not None and fused_sac.FUSED_SAC:
+            return fused_sac.sac_losses(
+                self.fused_nets,
+                self.fused_target,
+                feat,
+                feat_boot,
+                target_boot,
+                action,
+                returns,
+                discount,
+                self.extra_params.get("alpha"),
+                self.alpha,
+                self.target_entropy,
+                self.actor_step(),
+            )
         policy, alpha = self.policy, self.alpha
         with torch.no_grad(), self.autocast():
             next_action, next_log_prob = policy.sample(feat_boot)

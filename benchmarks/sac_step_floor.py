@@ -1,0 +1,123 @@
+"""Where a SAC gradient step's time goes (RL Zoo's Pendulum settings: batch 256, actor and twin
+critics 256-256 ReLU MLPs, automatic entropy tuning, Adam), in one process, 1 torch thread,
+interleaved:
+
+- ``sb3``: Stable-Baselines3's ``SAC.train`` (one gradient step per call, as its settings);
+- ``reprl``: reprl's gradient step (``minibatches`` -> ``compute_loss`` -> ``update`` ->
+  ``after_update``) for the ``sac_pendulum`` experiment;
+- ``products, reprl's``: the step's 16 products of 256 x 256 x 256 alone (target critics
+  and actor on the next observations; critics forward, weight and input gradients; actor
+  forward, weight and input gradients; critics on the actor's actions forward and input
+  gradients), a floor for any implementation of the same step;
+- ``products, SB3's``: SB3's 18 such products (its actor-loss backward also computes the
+  critics' weight gradients, which it discards).
+
+Prints ms per gradient step and each one's ratio to SB3. On a CPU where PyTorch's products
+run near the core's peak for both libraries, the products alone bound how much faster than
+SB3 any implementation of SAC can be.
+
+    python benchmarks/sac_step_floor.py
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import gymnasium as gym
+import torch
+
+STEPS = 32
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # reprl from this checkout; sb3_offpolicy
+
+
+def phase_timer(run: Callable[[], int]) -> float:
+    """ms per gradient step of one call of ``run`` (which returns its number of steps)."""
+    start = time.perf_counter()
+    n = run()
+    return (time.perf_counter() - start) / n * 1e3
+
+
+def sb3_steps() -> Callable[[], int]:
+    from sb3_offpolicy import TASKS  # the benchmark's SB3 SAC: RL Zoo's Pendulum settings
+
+    task = TASKS["sac_pendulum"]
+    model = task["algo"]("MlpPolicy", gym.make(task["env"]), seed=0, **task["kwargs"])
+    model.learn(400)
+
+    def run() -> int:
+        for _ in range(STEPS):
+            model.train(gradient_steps=1, batch_size=256)
+        return STEPS
+
+    return run
+
+
+def reprl_steps() -> Callable[[], int]:
+    from reprl.config import load_config
+    from reprl.envs import make_vector_env
+    from reprl.train import make_agent
+
+    cfg = load_config(["experiment=sac_pendulum", "logger.progress=false"])
+    envs = make_vector_env(cfg.env, seed=0)
+    agent = make_agent(cfg, envs.spec, torch.device("cpu"))
+    source = agent.make_source(envs, 0, torch.device("cpu"))
+    agent.on_iteration_start(0.5)
+    batch = None
+    for _ in range(400):
+        batch = source.next(agent)
+
+    def run() -> int:
+        n = 0
+        for _ in range(STEPS):
+            for mb in agent.minibatches(source, agent.prepare(batch)):
+                losses, info = agent.compute_loss(mb)
+                info |= agent.update(losses)
+                agent.after_update(mb, info)
+                n += 1
+        return n
+
+    return run
+
+
+def products(count: int) -> Callable[[], int]:
+    """``count`` products of 256 x 256 x 256 per step (forward, ``grad @ W`` and ``grad^T @ x``
+    shapes in turn, as a step has them)."""
+    x, w = torch.randn(256, 256), torch.randn(256, 256)
+    shapes = [lambda: torch.mm(x, w.t()), lambda: torch.mm(x, w), lambda: torch.mm(x.t(), x)]
+
+    def run() -> int:
+        for _ in range(STEPS):
+            for i in range(count):
+                shapes[i % 3]()
+        return STEPS
+
+    return run
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    variants = {
+        "sb3": sb3_steps(),
+        "reprl": reprl_steps(),
+        "products, reprl's (16)": products(16),
+        "products, SB3's (18)": products(18),
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(7):  # interleaved; the first round warms up and is dropped
+        for name, run in variants.items():
+            times[name].append(phase_timer(run))
+    sb3 = statistics.median(times["sb3"][1:])
+    print("| step | ms per gradient step | SB3 / this |")
+    print("|---|---|---|")
+    for name, values in times.items():
+        ms = statistics.median(values[1:])
+        print(f"| {name} | {ms:.3f} | {sb3 / ms:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

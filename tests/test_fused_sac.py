@@ -1,0 +1,132 @@
+"""SAC's hand-written step (reprl.agents.fused_sac) against autograd: the same losses,
+statistics and gradients of every parameter, for each loss alone and for their sum, across
+the options that keep it; other models keep autograd."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from reprl.agents import fused_sac
+from reprl.config import load_config
+from reprl.data.replay import ReplayBuffer
+from reprl.envs import make_env_spec
+from reprl.train import make_agent
+
+
+def sac(extra: list[str]) -> object:
+    cfg = load_config(["experiment=sac_pendulum", "agent.batch_size=32", *extra])
+    torch.manual_seed(0)
+    return make_agent(cfg, make_env_spec(cfg.env), torch.device("cpu"))
+
+
+def windows(agent, n_step: int = 1) -> object:
+    """Windows sampled from a buffer of random Pendulum-shaped steps with episode ends."""
+    buffer = ReplayBuffer.from_spec(agent.spec, 1, 128)
+    rng = np.random.default_rng(0)
+    for t in range(100):
+        buffer.add(
+            rng.normal(size=(1, 3)).astype(np.float32),
+            rng.uniform(-2, 2, size=(1, 1)),
+            rng.normal(size=1),
+            np.array([t % 37 == 36]),
+            np.array([t % 50 == 49]),
+            np.ones(1, bool),
+        )
+    return buffer.sample(32, np.random.default_rng(1), n_step=n_step)
+
+
+def perturb_target(agent) -> None:
+    """A target that differs from the online nets (a fresh agent's is a copy)."""
+    with torch.no_grad():
+        for p in agent.target.target.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+
+
+def losses_and_grads(agent, mb, fused: bool, keep: str | None):
+    fused_sac.FUSED_SAC = fused
+    try:
+        torch.manual_seed(7)
+        losses, info = agent.compute_loss(mb)
+    finally:
+        fused_sac.FUSED_SAC = True
+    agent.optimizer.zero_grad()
+    params = agent.optimizer.params
+    total = sum(v for k, v in losses.items() if keep is None or k == keep)
+    total.backward()
+    grads = [None if p.grad is None else p.grad.clone() for p in params]
+    return {k: v.detach() for k, v in losses.items()}, info, grads
+
+
+@pytest.mark.parametrize(
+    "extra, n_step",
+    [
+        ([], 1),
+        (["agent.autotune=false", "agent.alpha=0.2"], 1),
+        ([], 3),
+        (["model.backbone.hidden_sizes=[32]"], 1),  # features with a graph (a backbone)
+        (
+            [
+                "model.policy.actor_hidden=[24,24,24]",
+                "model.policy.critic_hidden=[16,16,16]",
+                "model.policy.num_critics=3",
+                "model.policy.log_std_max=-0.5",  # the log-std clamp binds on some entries
+            ],
+            1,
+        ),
+    ],
+    ids=["sac_pendulum", "fixed-alpha", "nstep", "backbone", "deep-3-critics-clamped"],
+)
+@pytest.mark.parametrize("keep", [None, "loss_rl_critic", "loss_rl_actor", "loss_rl_alpha"])
+def test_fused_step_equals_autograd(extra: list[str], n_step: int, keep: str | None) -> None:
+    agent = sac([f"agent.n_step={n_step}", *extra])
+    assert agent.fused_nets is not None
+    perturb_target(agent)
+    mb = windows(agent, n_step)
+    fused_losses, fused_info, fused_grads = (None, None, None)
+    ref = losses_and_grads(agent, mb, False, None)
+    if keep is not None and keep not in ref[0]:
+        pytest.skip(f"no {keep} with these options")
+    fused_losses, fused_info, fused_grads = losses_and_grads(agent, mb, True, keep)
+    ref_losses, ref_info, ref_grads = losses_and_grads(agent, mb, False, keep)
+    assert set(fused_losses) == set(ref_losses)
+    for k in ref_losses:
+        torch.testing.assert_close(fused_losses[k], ref_losses[k], rtol=1e-5, atol=1e-6)
+    assert set(fused_info) == set(ref_info)
+    for k in ref_info:
+        torch.testing.assert_close(
+            torch.as_tensor(fused_info[k]).float(), torch.as_tensor(ref_info[k]).float()
+        )
+    assert len(fused_grads) == len(ref_grads)
+    for i, (a, b) in enumerate(zip(fused_grads, ref_grads, strict=True)):
+        assert (a is None) == (b is None), f"parameter {i}: gradient on one side only"
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=f"parameter {i}")
+
+
+def test_critic_only_steps_between_actor_steps() -> None:
+    """policy_delay 2: the first step has the critic loss only, the second all three."""
+    agent = sac(["agent.policy_delay=2"])
+    mb = windows(agent)
+    for expected in (
+        {"loss_rl_critic"},
+        {"loss_rl_critic", "loss_rl_actor", "loss_rl_alpha"},
+    ):
+        fused, _, fused_grads = losses_and_grads(agent, mb, True, None)
+        ref, _, ref_grads = losses_and_grads(agent, mb, False, None)
+        assert set(fused) == set(ref) == expected
+        for a, b in zip(fused_grads, ref_grads, strict=True):
+            assert (a is None) == (b is None)
+            if a is not None:
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        agent.gradient_steps_done += 1
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["agent.autocast=bf16"], ["model.policy.activation=tanh"], ["model/neck=lstm"]],
+    ids=["bf16", "tanh", "recurrent"],
+)
+def test_other_models_keep_autograd(extra: list[str]) -> None:
+    assert sac(extra).fused_nets is None
