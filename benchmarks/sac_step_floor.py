@@ -21,9 +21,7 @@ SB3 any implementation of SAC can be.
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,12 +32,7 @@ STEPS = 32
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]  # reprl from this checkout; sb3_offpolicy
 
-
-def phase_timer(run: Callable[[], int]) -> float:
-    """ms per gradient step of one call of ``run`` (which returns its number of steps)."""
-    start = time.perf_counter()
-    n = run()
-    return (time.perf_counter() - start) / n * 1e3
+from dqn_step_floor import print_table  # noqa: E402
 
 
 def sb3_steps() -> Callable[[], int]:
@@ -101,22 +94,14 @@ def products(count: int) -> Callable[[], int]:
 
 def main() -> None:
     torch.set_num_threads(1)
-    variants = {
-        "sb3": sb3_steps(),
-        "reprl": reprl_steps(),
-        "products, reprl's (16)": products(16),
-        "products, SB3's (18)": products(18),
-    }
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(7):  # interleaved; the first round warms up and is dropped
-        for name, run in variants.items():
-            times[name].append(phase_timer(run))
-    sb3 = statistics.median(times["sb3"][1:])
-    print("| step | ms per gradient step | SB3 / this |")
-    print("|---|---|---|")
-    for name, values in times.items():
-        ms = statistics.median(values[1:])
-        print(f"| {name} | {ms:.3f} | {sb3 / ms:.2f}x |")
+    print_table(
+        {
+            "sb3": sb3_steps(),
+            "reprl": reprl_steps(),
+            "products, reprl's (16)": products(16),
+            "products, SB3's (18)": products(18),
+        }
+    )
 
 
 if __name__ == "__main__":
