@@ -91,6 +91,15 @@ def _relu_backward(grad: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> to
     return torch.ops.aten.threshold_backward.grad_input(grad, y, 0, grad_input=out)
 
 
+def _input_grad(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A stacked layer's input gradient ``grad (R, out) @ weight (in, out)^T``; for a 1-wide
+    output (a Q layer) a broadcast multiply, as a K=1 matrix product MKL measured ~20x
+    slower."""
+    if weight.shape[1] == 1:
+        return grad * weight.view(1, -1)
+    return torch.mm(grad, weight.t())
+
+
 def _actor_forward(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor]):
     """Every layer's output ``[x, h1, ..., out]`` of the actor MLP (ReLU but on the last)."""
     acts = [x]
@@ -231,51 +240,49 @@ def _sac_grads(
     critic_loss = 0.5 * (q - target_q).square().mean(-1).sum()
     info = {"stats/q": q.mean(), "stats/alpha": torch.as_tensor(alpha)}
 
-    # the critics' output gradients: (Q_j - y) / B on (s, a); on actor steps -1/B at the
-    # minimum critic of each (s, a~) row
-    grad_q = torch.zeros_like(q_all)
-    grad_q[:, :rows] = (q - target_q).mul_(1.0 / rows)
-    if actor_step:
-        q_pi, which = q_all[:, rows:].min(0)
-        grad_q[:, rows:].scatter_(0, which[None], -1.0 / rows)
-
-    # critics backward: weight gradients from the (s, a) rows only (the actor's loss treats
-    # the critics as constants), input gradients from all rows
+    # critics backward on the (s, a) rows, from dL_c/dQ_j = (Q_j - y) / B: weight gradients,
+    # and the input gradient where features with a graph take it
     n = len(nets.critic_w)
+    grad_q = (q - target_q).mul_(1.0 / rows)
     w_grads = [torch.empty_like(w) for w in nets.critic_w]
     b_grads = [torch.empty_like(b) for b in nets.critic_b]
-    x_grad = torch.zeros_like(x) if feat.requires_grad or actor_step else None
+    feat_grad = torch.zeros_like(feat_value) if feat.requires_grad else None
     for j, acts in enumerate(critic_acts):
         g = grad_q[j][:, None]
         for i in reversed(range(n)):
             if i < n - 1:  # through the ReLU, in place
-                _relu_backward(g, acts[i + 1], out=g)
-            h = acts[i]
-            torch.mm(h[:rows].t(), g[:rows], out=w_grads[i][j])
-            torch.sum(g[:rows], 0, keepdim=True, out=b_grads[i][j])
-            weight = nets.critic_w[i][j]
-            if i > 0 and weight.shape[1] == 1:
-                # the Q layer's input gradient is an outer product: a broadcast multiply (as a
-                # K=1 matrix product MKL measured ~20x slower)
-                g = g * weight.view(1, -1)
-            elif i > 0:
-                g = torch.mm(g, weight.t())
-            elif x_grad is not None:
-                x_grad.addmm_(g, nets.critic_w[0][j].t())
+                _relu_backward(g, acts[i + 1][:rows], out=g)
+            torch.mm(acts[i][:rows].t(), g, out=w_grads[i][j])
+            torch.sum(g, 0, keepdim=True, out=b_grads[i][j])
+            if i > 0:
+                g = _input_grad(g, nets.critic_w[i][j])
+            elif feat_grad is not None:
+                feat_grad.addmm_(g, nets.critic_w[0][j][:dim].t())
     critic_params = [*nets.critic_w, *nets.critic_b]
     critic_grads = [*w_grads, *b_grads]
-    feat_grad = x_grad[:rows, :dim] if x_grad is not None and feat.requires_grad else None
     into = feat if feat_grad is not None else None
     parts = {"loss_rl_critic": (critic_loss, critic_params, critic_grads, into, feat_grad)}
     if not actor_step:
         return parts, info
 
-    # actor: L_a = mean(alpha log pi - min_j Q_j(s, a~)) through a~ = tanh(u)
-    assert x_grad is not None and eps is not None
+    # actor: L_a = mean(alpha log pi - min_j Q_j(s, a~)) through a~ = tanh(u). The min's
+    # gradient -1/B goes to the critic that is the minimum in each row (where autograd's min
+    # sends it): each critic back-propagates only its own rows (half the rows of two critics)
+    assert eps is not None
+    q_pi, which = q_all[:, rows:].min(0)
     actor_loss = (alpha * log_prob - q_pi).mean()
-    grad_u = (
-        x_grad[rows:, dim:].mul(1.0 - pi_action.square()).add_(pi_action, alpha=2.0 * alpha / rows)
-    )
+    grad_a = torch.zeros_like(pi_action)
+    for j, acts in enumerate(critic_acts):
+        sel = (which == j).nonzero()[:, 0] + rows
+        g = torch.full((sel.shape[0], 1), -1.0 / rows, dtype=q.dtype)
+        for i in reversed(range(n)):
+            if i < n - 1:
+                _relu_backward(g, acts[i + 1].index_select(0, sel), out=g)
+            if i > 0:
+                g = _input_grad(g, nets.critic_w[i][j])
+            else:
+                grad_a.index_add_(0, sel - rows, g @ nets.critic_w[0][j][dim:].t())
+    grad_u = grad_a.mul_(1.0 - pi_action.square()).add_(pi_action, alpha=2.0 * alpha / rows)
     in_clamp = (raw >= nets.log_std_min) & (raw <= nets.log_std_max)
     grad_log_std = (grad_u * std * eps).sub_(alpha / rows).mul_(in_clamp)
     g = torch.cat([grad_u, grad_log_std], dim=-1)
