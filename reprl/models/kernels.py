@@ -440,10 +440,13 @@ def mlp(
     if not (any(_large(w, rows) for w in weights) and _plain_cpu_float32(x, weights[0])):
         # No product for oneDNN (e.g. acting on one observation): PyTorch's kernels directly,
         # without linear()'s per-layer checks (~20 us of a 3-layer MLP's ~40 us at batch 1).
+        # Without grad mode the ReLU runs in place on the layer's fresh output (one tensor
+        # less to write: DQN's batched phase targets, 8192 x 256 activations).
+        relu = torch.relu if torch.is_grad_enabled() else torch.relu_
         for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
             x = F.linear(x, w, b)
             if relu_last or i < last:
-                x = torch.relu(x)
+                x = relu(x)
         return x
     if not FUSED_MLPS:
         for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
