@@ -106,7 +106,10 @@ class SAC(ContinuousAgent):
         if not deterministic and self.cfg.random_warmup and not self.learning:
             return self.warmup_action(obs.shape[0]), {}, state
         with self.autocast():
-            features, state = self.encode(obs, state, is_first)
+            # the online model's features (as self.encode) by its acting path (no infos)
+            features, state = self.model.act_features(
+                obs.to(self.device), state, is_first.to(self.device)
+            )
             action, _ = self.policy.sample(features, deterministic, with_log_prob=False)
         return self.policy.to_env(action.float()), {}, state
 

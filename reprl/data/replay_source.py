@@ -62,16 +62,15 @@ class ReplaySource:
         """Step every env ``train_freq`` times with ``agent.act``; store and return the steps."""
         batch = self.rollout.next(agent)
         b = self.rollout.np  # the CPU buffers the rollout just filled
-        for t in range(self.train_freq):
-            self.buffer.add(
-                b["obs"][:, t],
-                b["action"][:, t],
-                b["reward"][:, t],
-                b["terminated"][:, t],
-                b["truncated"][:, t],
-                b["valid"][:, t],
-                b["is_first"][:, t],
-            )
+        self.buffer.add_steps(
+            b["obs"],
+            b["action"],
+            b["reward"],
+            b["terminated"],
+            b["truncated"],
+            b["valid"],
+            b["is_first"],
+        )
         return batch
 
     # ------------------------------------------------------------------ bookkeeping

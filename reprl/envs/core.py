@@ -63,6 +63,8 @@ class CoreVectorEnv(VectorEnv):
         self._done = np.zeros(n, bool)  # real episode end on the last step: autoreset now
         self._lives = np.zeros(n, np.int64)
         self._life_pending = np.zeros(n, bool)  # last step lost a life: this step "resets"
+        # Fixed per env: computed once instead of at every step (np.prod alone is ~3 us).
+        self._action_size = n if spec.discrete else n * int(np.prod(spec.action_shape))
 
     # ----------------------------------------------------------------- backend hooks
     @staticmethod
@@ -113,18 +115,24 @@ class CoreVectorEnv(VectorEnv):
         no-op there too)."""
         spec, n = self.spec, self.num_envs
         a = np.asarray(actions)
-        if spec.discrete:
-            if a.size != n:
+        if a.size != self._action_size:
+            if spec.discrete:
                 raise ValueError(f"expected {n} discrete actions, got shape {a.shape}")
-            a = a.reshape(n).astype(np.int64, copy=self._life_pending.any())
+            raise ValueError(f"expected actions of shape {(n, *spec.action_shape)}, got {a.shape}")
+        # Only episodic life ever sets _life_pending: skip its any() (~1 us) everywhere else.
+        pending = self._episodic_life and self._life_pending.any()
+        if spec.discrete:
+            a = a.reshape(n).astype(np.int64, copy=pending)
         else:
-            if a.size != n * int(np.prod(spec.action_shape)):
-                raise ValueError(
-                    f"expected actions of shape {(n, *spec.action_shape)}, got {a.shape}"
-                )
-            a = np.clip(a.reshape(n, *spec.action_shape), spec.action_low, spec.action_high)
+            # np.minimum(np.maximum(.)) is what np.clip computes (NaN kept), without
+            # np.clip's Python dispatch layers: ~2 us instead of ~8 us per step (Pendulum).
+            a, low, high = a.reshape(n, *spec.action_shape), spec.action_low, spec.action_high
+            if low is None or high is None:
+                a = np.clip(a, low, high)
+            else:
+                a = np.minimum(np.maximum(a, low), high)
             a = a.astype(np.float32, copy=False)
-        if self._life_pending.any():
+        if pending:
             a[self._life_pending] = 0
         return a
 
@@ -136,15 +144,22 @@ class CoreVectorEnv(VectorEnv):
         )
         raw_reward = raw_reward.astype(np.float64, copy=False)
 
-        # raw episode statistics: the backend autoreset envs that ended on the last step
+        # raw episode statistics: the backend autoreset envs that ended on the last step.
+        # The masked writes only when some did (~1 us each otherwise spent on no element);
+        # np.count_nonzero tests that in ~0.3 us against ~1.3 us for ndarray.any().
         resetting = self._done
-        self._ep_return[resetting] = 0.0
-        self._ep_length[resetting] = 0
+        if np.count_nonzero(resetting):
+            self._ep_return[resetting] = 0.0
+            self._ep_length[resetting] = 0
         self._ep_return += raw_reward  # 0 on autoreset steps
         self._ep_length += ~resetting
         ended = terminated | truncated
-        episode_return = np.where(ended, self._ep_return, np.nan)
-        episode_length = np.where(ended, self._ep_length, 0)
+        if np.count_nonzero(ended):
+            episode_return = np.where(ended, self._ep_return, np.nan)
+            episode_length = np.where(ended, self._ep_length, 0)
+        else:  # the same arrays, made without reading the statistics
+            episode_return = np.full(self.num_envs, np.nan)
+            episode_length = np.zeros(self.num_envs, np.int64)
         self._done = ended
 
         reward = np.sign(raw_reward) if self._clip_rewards else raw_reward

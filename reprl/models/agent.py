@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reprl.models.necks import Neck
+from reprl.models.necks import IdentityNeck, Neck
 from reprl.models.policies import PolicyOutput
 
 Info = dict[str, torch.Tensor]
@@ -41,6 +41,12 @@ class AgentModel(nn.Module):
         """The neck's state at episode start for ``batch_size`` streams (None if stateless)."""
         return self.neck.initial_state(batch_size, device)
 
+    @property
+    def compiled(self) -> bool:
+        """Whether :meth:`torch.nn.Module.compile` compiled calls of this model (acting paths
+        that bypass ``__call__``, as :meth:`act_features`, would run it uncompiled)."""
+        return getattr(self, "_compiled_call_impl", None) is not None
+
     def _features(
         self, obs: torch.Tensor, state: Any, is_first: torch.Tensor | None
     ) -> tuple[torch.Tensor, Any, Info, Info]:
@@ -61,6 +67,30 @@ class AgentModel(nn.Module):
         """Backbone and neck only: ``((features (N, T, D'), new_state), info)``."""
         y, state, backbone_info, neck_info = self._features(obs, state, is_first)
         return (y, state), _merge(backbone_info, neck_info, {})
+
+    def act_features(
+        self, obs: torch.Tensor, state: Any = None, is_first: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, Any]:
+        """``(features (N, T, D'), new_state)``: :meth:`features` for acting, without infos.
+
+        A backbone that only flattens (``flatten_only``) float32 observations of its shape
+        feeding the identity neck passes ``obs`` on unchanged, so its features are ``obs``
+        itself (reshaped to ``(N, T, D)``: the same tensor, the same numbers) without the two
+        module calls and their checks: 4 us instead of 9 us for one CartPole observation
+        (Zen 3, 1 thread; with the policy called directly, DQN's act skips ~35 us of the full
+        forward's ~135 us). Any other model runs :meth:`features`.
+        """
+        backbone = self.backbone
+        if (
+            obs.dtype == torch.float32
+            and getattr(backbone, "flatten_only", False)
+            and type(self.neck) is IdentityNeck
+            and obs.shape[2:] == backbone.obs_shape
+            and (is_first is None or is_first.shape == obs.shape[:2])
+        ):
+            return (obs if obs.dim() == 3 else obs.reshape(obs.shape[0], obs.shape[1], -1)), None
+        y, state, _, _ = self._features(obs, state, is_first)
+        return y, state
 
     def forward(
         self, obs: torch.Tensor, state: Any = None, is_first: torch.Tensor | None = None
