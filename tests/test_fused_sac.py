@@ -130,3 +130,31 @@ def test_critic_only_steps_between_actor_steps() -> None:
 )
 def test_other_models_keep_autograd(extra: list[str]) -> None:
     assert sac(extra).fused_nets is None
+
+
+@pytest.mark.parametrize(
+    "extra, assigned",
+    [([], True), (["model.backbone.hidden_sizes=[32]"], False)],
+    ids=["direct", "backbone-needs-backward"],
+)
+def test_update_writes_the_given_gradients_directly(extra: list[str], assigned: bool) -> None:
+    """given_grads.assign (what update() tries first) leaves the gradients a backward of the
+    summed losses gives; with features that have a graph it declines (backward then), and a
+    second hand-out fails as a second backward does."""
+    from reprl.agents import given_grads
+
+    agent = sac(extra)
+    mb = windows(agent)
+    ref = losses_and_grads(agent, mb, True, None)[2]
+    torch.manual_seed(7)
+    losses, _ = agent.compute_loss(mb)
+    agent.optimizer.zero_grad()
+    assert given_grads.assign(list(losses.values())) is assigned
+    if not assigned:
+        return
+    for p, g in zip(agent.optimizer.params, ref, strict=True):
+        assert (p.grad is None) == (g is None)
+        if g is not None:
+            torch.testing.assert_close(p.grad, g)
+    with pytest.raises(RuntimeError, match="handed out"):
+        losses["loss_rl_critic"].backward()

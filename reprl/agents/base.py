@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from reprl import dist
+from reprl.agents import given_grads
 from reprl.errors import ConfigError
 from reprl.models import AgentModel
 from reprl.optim.gradproj import projected_backward
@@ -182,8 +183,11 @@ class Agent:
             )
         else:
             values = list(losses.values())
-            # One loss (DQN): its own backward, without a stack-and-sum node pair.
-            (values[0] if len(values) == 1 else torch.stack(values).sum()).backward()
+            # Losses whose gradients were computed by hand (DQN's TD step, SAC's step):
+            # written into .grad directly; otherwise one backward (one loss: its own, without
+            # a stack-and-sum node pair).
+            if not given_grads.assign(values):
+                (values[0] if len(values) == 1 else torch.stack(values).sum()).backward()
             if dist.is_distributed():
                 dist.all_reduce_grads(params)
         max_norm = getattr(self.cfg, "max_grad_norm", None)

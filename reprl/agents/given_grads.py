@@ -29,6 +29,8 @@ class GivenGrads(torch.autograd.Function):
         *params: torch.Tensor,
     ) -> torch.Tensor:
         ctx.grads = grads  # type: ignore[attr-defined]
+        ctx.params = params  # type: ignore[attr-defined]  # for assign()
+        ctx.x_needs_grad = x.requires_grad  # type: ignore[attr-defined]
         return loss.clone()
 
     @staticmethod
@@ -62,3 +64,29 @@ def with_grads(
     anchor = loss if x is None else x
     given = [x_grad if x is not None else None, *grads]
     return GivenGrads.apply(loss, given, anchor, *params)
+
+
+def assign(losses: Sequence[torch.Tensor]) -> bool:
+    """Write the gradients of ``sum(losses)`` into the parameters' ``.grad`` directly, without
+    the autograd engine, when every loss came from :func:`with_grads` with no input to
+    back-propagate into (no backbone with parameters behind it); returns whether it did
+    (else nothing is touched and the caller runs ``backward``). What ``sum(losses).backward()``
+    would do, minus the engine's graph walk (~0.2 ms per SAC step on this project's CPU,
+    three nodes)."""
+    nodes = [loss.grad_fn for loss in losses]
+    backward_cls = GivenGrads._backward_cls  # type: ignore[attr-defined]
+    if not nodes or not all(
+        type(node) is backward_cls and node.grads is not None and not node.x_needs_grad
+        for node in nodes
+    ):
+        return False
+    for node in nodes:
+        grads, node.grads = node.grads, None  # handed out once, as backward() does
+        for param, grad in zip(node.params, grads[1:], strict=True):
+            if grad is None or not param.requires_grad:
+                continue
+            if param.grad is None:
+                param.grad = grad
+            else:
+                param.grad += grad
+    return True
