@@ -66,8 +66,12 @@ def _accumulate(acc: dict[str, list[torch.Tensor]], values: dict[str, torch.Tens
 
 
 def _means(acc: dict[str, list[torch.Tensor]]) -> dict[str, float]:
-    """Each key's mean over the updates that reported it (one sync per key)."""
-    return {k: torch.stack(vs).float().mean().item() for k, vs in acc.items()}
+    """Each key's mean over the updates that reported it (one sync per key; a key reported
+    once, as in SAC's one-update iterations, is read as it is: two ops less per key)."""
+    return {
+        k: vs[0].item() if len(vs) == 1 else torch.stack(vs).float().mean().item()
+        for k, vs in acc.items()
+    }
 
 
 def run(algo: Any, source: Any, state: RunState, callbacks: list[Callback]) -> RunState:

@@ -347,7 +347,7 @@ class DQN(OffPolicyAgent):
         gets its gradient through the features as usual."""
         assert self.td_layers is not None
         target_q = self.td_target(mb)
-        (features, _), _ = self.model.features(mb.obs[:, :1])
+        features, _ = self.model.act_features(mb.obs[:, :1])  # features without the infos
         weight = mb.extras.get("weight")  # importance-sampling correction (Schaul et al. 2016)
         weights, biases = self.td_layers
         loss, q_sa = fused_td.td_loss_node(

@@ -71,7 +71,8 @@ class AgentModel(nn.Module):
     def act_features(
         self, obs: torch.Tensor, state: Any = None, is_first: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, Any]:
-        """``(features (N, T, D'), new_state)``: :meth:`features` for acting, without infos.
+        """``(features (N, T, D'), new_state)``: :meth:`features` without infos, for acting
+        and for losses that need no infos (DQN's fused TD step; a graph is kept as usual).
 
         A backbone that only flattens (``flatten_only``) float32 observations of its shape
         feeding the identity neck passes ``obs`` on unchanged, so its features are ``obs``
