@@ -59,27 +59,32 @@ def sb3_phase() -> Callable[[], int]:
     return run
 
 
-def reprl_phase() -> Callable[[], int]:
+def reprl_phase(
+    experiment: str = "dqn_cartpole", fills: int = 12, repeats: int = 1
+) -> Callable[[], int]:
+    """reprl's update phases of ``experiment`` after ``fills`` collections (DQN CartPole's
+    12 store 3072 steps, as SB3's side); one call runs ``repeats`` phases."""
     from reprl.config import load_config
     from reprl.envs import make_vector_env
     from reprl.train import make_agent
 
-    cfg = load_config(["experiment=dqn_cartpole", "logger.progress=false"])
+    cfg = load_config([f"experiment={experiment}", "logger.progress=false"])
     envs = make_vector_env(cfg.env, seed=0)
     agent = make_agent(cfg, envs.spec, torch.device("cpu"))
     source = agent.make_source(envs, 0, torch.device("cpu"))
     agent.on_iteration_start(0.5)
     batch = None
-    for _ in range(12):  # 3072 steps stored, as SB3's
+    for _ in range(fills):
         batch = source.next(agent)
 
     def run() -> int:
         n = 0
-        for mb in agent.minibatches(source, agent.prepare(batch)):
-            losses, info = agent.compute_loss(mb)
-            info |= agent.update(losses)
-            agent.after_update(mb, info)
-            n += 1
+        for _ in range(repeats):
+            for mb in agent.minibatches(source, agent.prepare(batch)):
+                losses, info = agent.compute_loss(mb)
+                info |= agent.update(losses)
+                agent.after_update(mb, info)
+                n += 1
         return n
 
     return run

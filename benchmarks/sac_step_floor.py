@@ -32,7 +32,7 @@ STEPS = 32
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]  # reprl from this checkout; sb3_offpolicy
 
-from dqn_step_floor import print_table  # noqa: E402
+from dqn_step_floor import print_table, reprl_phase  # noqa: E402
 
 
 def sb3_steps() -> Callable[[], int]:
@@ -46,33 +46,6 @@ def sb3_steps() -> Callable[[], int]:
         for _ in range(STEPS):
             model.train(gradient_steps=1, batch_size=256)
         return STEPS
-
-    return run
-
-
-def reprl_steps() -> Callable[[], int]:
-    from reprl.config import load_config
-    from reprl.envs import make_vector_env
-    from reprl.train import make_agent
-
-    cfg = load_config(["experiment=sac_pendulum", "logger.progress=false"])
-    envs = make_vector_env(cfg.env, seed=0)
-    agent = make_agent(cfg, envs.spec, torch.device("cpu"))
-    source = agent.make_source(envs, 0, torch.device("cpu"))
-    agent.on_iteration_start(0.5)
-    batch = None
-    for _ in range(400):
-        batch = source.next(agent)
-
-    def run() -> int:
-        n = 0
-        for _ in range(STEPS):
-            for mb in agent.minibatches(source, agent.prepare(batch)):
-                losses, info = agent.compute_loss(mb)
-                info |= agent.update(losses)
-                agent.after_update(mb, info)
-                n += 1
-        return n
 
     return run
 
@@ -97,7 +70,7 @@ def main() -> None:
     print_table(
         {
             "sb3": sb3_steps(),
-            "reprl": reprl_steps(),
+            "reprl": reprl_phase("sac_pendulum", fills=400, repeats=STEPS),
             "products, reprl's (16)": products(16),
             "products, SB3's (18)": products(18),
         }

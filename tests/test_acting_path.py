@@ -78,15 +78,16 @@ def test_dqn_act_equals_general_path(epsilon: float) -> None:
 
 
 def test_sac_act_features_equal_encode() -> None:
-    """SAC acts on the features ``encode`` returns (bitwise), hence the same actions."""
+    """SAC acts on ``encode``'s features (``act_features``): bitwise the model's general
+    ``features``, hence the same actions."""
     cfg = load_config(["experiment=sac_pendulum", "logger.progress=false"])
     envs = make_vector_env(cfg.env, seed=0)
     agent = make_agent(cfg, envs.spec, torch.device("cpu"))
     obs = torch.randn(2, 1, 3)
     is_first = torch.zeros((2, 1), dtype=torch.bool)
     with torch.inference_mode():
-        ref, _ = agent.encode(obs, None, is_first)
-        features, _ = agent.model.act_features(obs, None, is_first)
+        (ref, _), _ = agent.model.features(obs, None, is_first)
+        features, _ = agent.encode(obs, None, is_first)
     assert torch.equal(features, ref)
 
 

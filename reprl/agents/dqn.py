@@ -206,22 +206,8 @@ class DQN(OffPolicyAgent):
         ``R + discount * max_a Q'(s', a)`` of all windows in one target forward (the same
         values as per minibatch: the target is frozen during the phase). On RL Zoo's CartPole
         DQN this takes the target's forward out of each of the phase's 128 steps."""
-        if not self.phase_target():
-            return windows
-        cfg = self.cfg
-        returns, discount, boot = window_targets(
-            windows.reward,
-            windows.terminated,
-            windows.truncated,
-            windows.valid,
-            cfg.gamma,
-            cfg.n_step,
-        )
-        rows = torch.arange(len(boot), device=boot.device)
-        obs_boot = windows.obs[:, 1:2] if cfg.n_step == 1 else windows.obs[rows, boot][:, None]
-        (target_out, _), _ = self.target(obs_boot)
-        next_q = _at(target_out, None, 0).q.max(-1).values
-        windows.extras["target_q"] = (returns + discount * next_q)[:, None]
+        if self.phase_target():
+            windows.extras["target_q"] = self.td_target(windows)[:, None]
         return windows
 
     def window_outputs(

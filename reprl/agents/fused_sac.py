@@ -31,19 +31,16 @@ The maths (per batch of ``B`` windows; ``a~ = tanh(u)``, ``u = mean + std * eps`
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from reprl.agents.given_grads import with_grads
-from reprl.models.layers import tanh
+from reprl.agents.given_grads import Part, hand_written
+from reprl.models import kernels
+from reprl.models.actor_q import squashed_gaussian
 
 FUSED_SAC = True
 """Let SAC use :func:`sac_losses` where it applies (False: always autograd, for A/B)."""
-
-_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 @dataclass
@@ -86,11 +83,6 @@ class Nets:
         return nets
 
 
-def _relu_backward(grad: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``out = grad`` where ``y = relu(z) > 0``, else 0 (``out`` may be ``grad``)."""
-    return torch.ops.aten.threshold_backward.grad_input(grad, y, 0, grad_input=out)
-
-
 def _input_grad(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """A stacked layer's input gradient ``grad (R, out) @ weight (in, out)^T``; for a 1-wide
     output (a Q layer) a broadcast multiply, as a K=1 matrix product MKL measured ~20x
@@ -100,26 +92,10 @@ def _input_grad(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return torch.mm(grad, weight.t())
 
 
-def _actor_forward(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor]):
-    """Every layer's output ``[x, h1, ..., out]`` of the actor MLP (ReLU but on the last)."""
-    acts = [x]
-    last = len(weights) - 1
-    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
-        h = torch.addmm(b, acts[-1], w.t())
-        acts.append(h.relu_() if i < last else h)
-    return acts
-
-
-def _critic_forward(
-    x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor], j: int
-):
-    """Critic ``j``'s layer outputs ``[x, h1, ..., q (R, 1)]`` (stacked ``(k, in, out)`` params)."""
-    acts = [x]
-    last = len(weights) - 1
-    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
-        h = torch.addmm(b[j, 0], acts[-1], w[j])
-        acts.append(h.relu_() if i < last else h)
-    return acts
+def _chain(weights: list[torch.Tensor], biases: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """Layers' parameters interleaved ``(w0, b0, w1, b1, ...)``, as
+    :func:`reprl.models.kernels._mlp_chain` takes them."""
+    return tuple(p for pair in zip(weights, biases, strict=True) for p in pair)
 
 
 def _sample(out: torch.Tensor, eps: torch.Tensor, nets: Nets):
@@ -128,14 +104,11 @@ def _sample(out: torch.Tensor, eps: torch.Tensor, nets: Nets):
     them."""
     mean, raw = out.chunk(2, dim=-1)
     log_std = raw.clamp(nets.log_std_min, nets.log_std_max)
-    std = log_std.exp()
-    u = mean + std * eps
-    action = tanh(u)
-    log_prob = (-0.5 * eps.square() - log_std - _HALF_LOG_2PI).sum(-1)
-    log_prob = log_prob - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
+    action, log_prob, std = squashed_gaussian(mean, log_std, eps)
     return action, log_prob, std, raw
 
 
+@hand_written
 def sac_losses(
     nets: Nets,
     target_nets: Nets,
@@ -149,7 +122,7 @@ def sac_losses(
     alpha_value: float | torch.Tensor,
     target_entropy: float,
     actor_step: bool,
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+) -> tuple[dict[str, Part], dict[str, torch.Tensor]]:
     """SAC's losses (``loss_rl_critic``, and with ``actor_step`` ``loss_rl_actor`` and, with
     ``log_alpha``, ``loss_rl_alpha``) and statistics, each loss carrying its hand-computed
     gradients (see the module docstring).
@@ -166,43 +139,8 @@ def sac_losses(
         target_entropy: the autotuning target ``H``.
         actor_step: also the actor's (and the coefficient's) loss this step.
     """
-    with torch.no_grad():
-        parts, info = _sac_grads(
-            nets,
-            target_nets,
-            feat,
-            feat_boot,
-            target_boot,
-            action,
-            returns,
-            discount,
-            log_alpha,
-            float(alpha_value),
-            target_entropy,
-            actor_step,
-        )
-    return {name: with_grads(*part) for name, part in parts.items()}, info
-
-
-def _sac_grads(
-    nets: Nets,
-    target_nets: Nets,
-    feat: torch.Tensor,
-    feat_boot: torch.Tensor,
-    target_boot: torch.Tensor,
-    action: torch.Tensor,
-    returns: torch.Tensor,
-    discount: torch.Tensor,
-    log_alpha: torch.Tensor | None,
-    alpha: float,
-    target_entropy: float,
-    actor_step: bool,
-) -> tuple[dict[str, tuple], dict[str, torch.Tensor]]:
-    """:func:`sac_losses`' values and gradients without grad mode: ``{name: (loss, params,
-    grads, input, input gradient)}`` (the arguments of :func:`with_grads`) and the
-    statistics."""
     rows, dim = feat.shape
-    k = nets.critic_w[0].shape[0]
+    alpha = float(alpha_value)
     feat_value = feat.detach()
     # noise in the autograd path's order: next actions first, then the actor loss's
     eps_boot = torch.randn(rows, action.shape[1], dtype=feat.dtype)
@@ -210,22 +148,17 @@ def _sac_grads(
 
     # actor forward: bootstrap rows (target) and, on actor steps, the rows learned from
     actor_in = torch.cat([feat_boot, feat_value]) if actor_step else feat_boot
-    actor_acts = _actor_forward(actor_in, nets.actor_w, nets.actor_b)
+    actor_acts = kernels._mlp_chain(actor_in, _chain(nets.actor_w, nets.actor_b), False, False)[0]
     out = actor_acts[-1]
     next_action, next_log_prob, _, _ = _sample(out[:rows], eps_boot, nets)
 
     # critic target: y = R + discount (min_j Q'_j(s', a') - alpha log pi(a'|s'))
     x_next = torch.cat([target_boot, next_action.to(target_boot.dtype)], dim=-1)
-    next_q = (
-        torch.stack(
-            [
-                _critic_forward(x_next, target_nets.critic_w, target_nets.critic_b, j)[-1][:, 0]
-                for j in range(k)
-            ]
-        )
-        .min(0)
-        .values
+    target_critics = _chain(target_nets.critic_w, target_nets.critic_b)
+    next_q = torch.stack(
+        [acts[-1][:, 0] for acts in kernels._mlp_chain(x_next, target_critics, True, False)]
     )
+    next_q = next_q.min(0).values
     target_q = returns + discount * (next_q - alpha * next_log_prob)
 
     # critics on (s, a) and, on actor steps, on (s, a~): one forward per critic
@@ -234,7 +167,7 @@ def _sac_grads(
         assert eps is not None
         pi_action, log_prob, std, raw = _sample(out[rows:], eps, nets)
         x = torch.cat([x, torch.cat([feat_value, pi_action], dim=-1)])
-    critic_acts = [_critic_forward(x, nets.critic_w, nets.critic_b, j) for j in range(k)]
+    critic_acts = kernels._mlp_chain(x, _chain(nets.critic_w, nets.critic_b), True, False)
     q_all = torch.stack([acts[-1][:, 0] for acts in critic_acts])  # (k, rows or 2 rows)
     q = q_all[:, :rows]
     critic_loss = 0.5 * (q - target_q).square().mean(-1).sum()
@@ -251,7 +184,7 @@ def _sac_grads(
         g = grad_q[j][:, None]
         for i in reversed(range(n)):
             if i < n - 1:  # through the ReLU, in place
-                _relu_backward(g, acts[i + 1][:rows], out=g)
+                kernels._relu_backward(g, acts[i + 1][:rows], out=g)
             torch.mm(acts[i][:rows].t(), g, out=w_grads[i][j])
             torch.sum(g, 0, keepdim=True, out=b_grads[i][j])
             if i > 0:
@@ -277,7 +210,7 @@ def _sac_grads(
         g = torch.full((sel.shape[0], 1), -1.0 / rows, dtype=q.dtype)
         for i in reversed(range(n)):
             if i < n - 1:
-                _relu_backward(g, acts[i + 1].index_select(0, sel), out=g)
+                kernels._relu_backward(g, acts[i + 1].index_select(0, sel), out=g)
             if i > 0:
                 g = _input_grad(g, nets.critic_w[i][j])
             else:
@@ -291,7 +224,7 @@ def _sac_grads(
     a_b_grads: list[torch.Tensor] = [g] * m
     for i in reversed(range(m)):
         if i < m - 1:
-            _relu_backward(g, actor_acts[i + 1][rows:], out=g)
+            kernels._relu_backward(g, actor_acts[i + 1][rows:], out=g)
         h = actor_acts[i][rows:]
         a_w_grads[i] = torch.mm(g.t(), h)
         a_b_grads[i] = g.sum(0)

@@ -10,9 +10,15 @@ cost of one node instead of one per layer, activation and loss term.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec
 
 import torch
+
+P = ParamSpec("P")
+Part = tuple[torch.Tensor, Sequence[torch.Tensor], Sequence[Any], Any, Any]
+"""``(loss, params, grads, x, x_grad)``: the arguments of :func:`with_grads`."""
 
 
 class GivenGrads(torch.autograd.Function):
@@ -90,3 +96,19 @@ def assign(losses: Sequence[torch.Tensor]) -> bool:
             else:
                 param.grad += grad
     return True
+
+
+def hand_written(
+    fn: Callable[P, tuple[dict[str, Part], dict[str, torch.Tensor]]],
+) -> Callable[P, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
+    """Decorates a loss function that computes its gradients by hand: ``fn`` runs outside
+    grad mode and returns ``({name: (loss, params, grads, x, x_grad)}, info)``; the caller
+    gets ``({name: with_grads(...)}, info)``, each loss an autograd output."""
+
+    @functools.wraps(fn)
+    def losses(*args: P.args, **kwargs: P.kwargs) -> tuple[dict[str, torch.Tensor], Any]:
+        with torch.no_grad():
+            parts, info = fn(*args, **kwargs)
+        return {name: with_grads(*part) for name, part in parts.items()}, info
+
+    return losses

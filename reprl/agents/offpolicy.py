@@ -301,11 +301,9 @@ class ContinuousAgent(OffPolicyAgent):
         return self.policy.to_env(torch.rand(shape, device=self.device) * 2.0 - 1.0)
 
     def encode(self, obs: torch.Tensor, state: Any, is_first: torch.Tensor) -> tuple[Any, Any]:
-        """``(features (N, T, D), new state)`` of the online model."""
-        (features, state), _ = self.model.features(
-            obs.to(self.device), state, is_first.to(self.device)
-        )
-        return features, state
+        """``(features (N, T, D), new state)`` of the online model, for acting (its features
+        without infos: :meth:`AgentModel.act_features`)."""
+        return self.model.act_features(obs.to(self.device), state, is_first.to(self.device))
 
     # ------------------------------------------------------------------ learning
     def augment(self, obs: torch.Tensor) -> torch.Tensor:

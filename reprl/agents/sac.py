@@ -77,8 +77,9 @@ class SAC(ContinuousAgent):
         stateless = model.initial_state(1, device) is None
         trainable = all(p.requires_grad for p in self.policy.parameters())
         fused = nets is not None and stateless and trainable and not self._autocast
-        self.fused_nets = nets if fused else None
-        self.fused_target = fused_sac.Nets.of(self.target.target.policy) if fused else None
+        target = fused_sac.Nets.of(self.target.target.policy) if fused else None
+        self.fused_nets = (nets, target) if nets is not None and target is not None else None
+        """The online and target nets of the hand-written step (None: autograd)."""
 
     def make_extra_params(self, cfg: Any, spec: Any, device: torch.device) -> dict[str, Any]:
         """``log_alpha`` (trained only with ``autotune``)."""
@@ -106,10 +107,7 @@ class SAC(ContinuousAgent):
         if not deterministic and self.cfg.random_warmup and not self.learning:
             return self.warmup_action(obs.shape[0]), {}, state
         with self.autocast():
-            # the online model's features (as self.encode) by its acting path (no infos)
-            features, state = self.model.act_features(
-                obs.to(self.device), state, is_first.to(self.device)
-            )
+            features, state = self.encode(obs, state, is_first)
             action, _ = self.policy.sample(features, deterministic, with_log_prob=False)
         return self.policy.to_env(action.float()), {}, state
 
@@ -118,10 +116,9 @@ class SAC(ContinuousAgent):
         """Critic, actor and entropy-coefficient losses on windows ``(B, 1 + n_step)``."""
         returns, discount, action, feat, feat_boot, target_boot = self.window_features(mb)
         assert feat_boot is not None  # computed without gradient
-        if self.fused_nets is not None and self.fused_target is not None and fused_sac.FUSED_SAC:
+        if self.fused_nets is not None and fused_sac.FUSED_SAC:
             return fused_sac.sac_losses(
-                self.fused_nets,
-                self.fused_target,
+                *self.fused_nets,
                 feat,
                 feat_boot,
                 target_boot,

@@ -117,6 +117,22 @@ class StackedCritics(nn.Module):
         return out[..., 0]
 
 
+def squashed_gaussian(
+    mean: torch.Tensor, log_std: torch.Tensor, eps: torch.Tensor, with_log_prob: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """``(tanh(u), log pi(tanh(u)) or None, std)`` for ``u = mean + std * eps``: the sample
+    and log-probability of :meth:`ActorQPolicy.sample` (see there) for given noise ``eps``
+    (also used by SAC's hand-written step, :mod:`reprl.agents.fused_sac`)."""
+    std = log_std.exp()
+    u = mean + std * eps
+    action = tanh(u)
+    if not with_log_prob:
+        return action, None, std
+    log_prob = (-0.5 * eps.square() - log_std - _HALF_LOG_2PI).sum(-1)
+    log_prob = log_prob - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
+    return action, log_prob, std
+
+
 @POLICIES.register("actor_q", ActorQConfig)
 class ActorQPolicy(nn.Module):
     """Continuous actor (Gaussian or deterministic, tanh-bounded) and stacked Q-critics."""
@@ -183,14 +199,9 @@ class ActorQPolicy(nn.Module):
         out = self.actor(features)
         if deterministic or out.log_std is None:
             return tanh(out.mean), None
-        std = out.log_std.exp()
-        eps = torch.randn_like(out.mean)
-        u = out.mean + std * eps
-        action = tanh(u)
-        if not with_log_prob:
-            return action, None
-        log_prob = (-0.5 * eps.square() - out.log_std - _HALF_LOG_2PI).sum(-1)
-        log_prob = log_prob - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
+        action, log_prob, _ = squashed_gaussian(
+            out.mean, out.log_std, torch.randn_like(out.mean), with_log_prob
+        )
         return action, log_prob
 
     # ------------------------------------------------------------------ critics

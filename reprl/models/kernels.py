@@ -126,8 +126,13 @@ def _use_dnn(x: torch.Tensor, weight: torch.Tensor, rows: int) -> bool:
     return _large(weight, rows) and _plain_cpu_float32(x, weight)
 
 
-def _relu_backward(grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Gradient through ``y = relu(z)``: ``grad`` where ``y > 0``, else 0."""
+def _relu_backward(
+    grad: torch.Tensor, y: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Gradient through ``y = relu(z)``: ``grad`` where ``y > 0``, else 0 (written into
+    ``out`` when given, which may be ``grad`` itself)."""
+    if out is not None:
+        return torch.ops.aten.threshold_backward.grad_input(grad, y, 0, grad_input=out)
     return torch.ops.aten.threshold_backward(grad, y, 0)
 
 
