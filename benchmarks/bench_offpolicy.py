@@ -11,8 +11,8 @@ hyperparameters.
     (imports, set-up and evaluations included, measured from outside), the env steps to the
     threshold, the training time, and the training SPS: env steps per second of training with
     the time spent in evaluations subtracted, on both sides (SB3: ``learn``'s wall time minus
-    its evaluations; reprl: the summary's ``train_time_s`` minus each evaluation's span in
-    ``metrics.jsonl``). Medians of wall time, steps and training time are over the seeds that
+    its evaluations; reprl: the summary's ``train_time_s`` minus the evaluations' ``perf/eval_time``
+    in ``metrics.jsonl``). Medians of wall time, steps and training time are over the seeds that
     solved; SPS over all seeds.
 (b) Bytes of replay memory per Atari transition (uint8 frames (4, 84, 84), 4 stacked):
     reprl's ``ReplayBuffer.from_spec`` against SB3's ``ReplayBuffer`` without and with
@@ -58,16 +58,8 @@ def timed(cmd: list[str]) -> tuple[float, str]:
 
 
 def eval_seconds(rows: list[dict[str, Any]]) -> float:
-    """Seconds spent evaluating: each ``eval/`` record's wall time minus that of the training
-    record written just before it (the loop logs an iteration, then evaluates)."""
-    total, last_train = 0.0, None
-    for row in rows:
-        if "eval/mean_return" in row:
-            if last_train is not None:
-                total += row["wall_time"] - last_train
-        else:
-            last_train = row["wall_time"]
-    return total
+    """Seconds spent evaluating: the sum of the evaluation records' ``perf/eval_time``."""
+    return sum(row.get("perf/eval_time", 0.0) for row in rows if "eval/mean_return" in row)
 
 
 def reprl_run(task: str, seed: int, eval_every: int, threads: int, extra: list[str]) -> dict:

@@ -66,8 +66,9 @@ class LoggerConfig:
     """wandb mode: online or offline."""
     progress: bool = True
     """Show a live progress bar (steps, SPS, latest return, ETA)."""
-    log_every_iterations: int = 1
-    """Write training metrics every this many iterations."""
+    log_every_steps: int = 1000
+    """Write the training metrics once per this many env steps, each the mean over the
+    iterations since the previous record (0: every iteration, as it is)."""
 
 
 @dataclass
@@ -163,6 +164,11 @@ def validate(cfg: TrainConfig) -> None:
 
         if not torch.cuda.is_available():
             raise ConfigError(f"device={cfg.device} but CUDA is not available here; use device=cpu")
+    if cfg.logger.log_every_steps < 0:
+        raise ConfigError(
+            f"logger.log_every_steps: must be >= 0 (0: every iteration), got "
+            f"{cfg.logger.log_every_steps}"
+        )
     if cfg.logger.wandb_mode not in ("online", "offline", "disabled"):
         mode = cfg.logger.wandb_mode
         raise ConfigError(f"logger.wandb_mode: unknown '{mode}'; valid: disabled, offline, online")

@@ -262,7 +262,7 @@ def _train(
     saver = CheckpointCallback(
         run_dir / "checkpoints", cfg.checkpoint.every_steps, cfg.checkpoint.keep_last, make_state
     )
-    callbacks: list[Any] = [LogCallback(logger, progress, cfg.logger.log_every_iterations)]
+    callbacks: list[Any] = [LogCallback(logger, progress, cfg.logger.log_every_steps)]
     if dist.is_main():
         # the agent's own callbacks (AlphaZero's arena) come first: logging sees their metrics
         own = agent.callbacks(envs, env_seed) if isinstance(agent, Agent) else []

@@ -30,7 +30,7 @@ SMALL_BYOL = [
     "aux.byol.predictor_hidden_sizes=[32]",
     "aux.byol.projection_dim=16",
 ]
-QUIET = ["logger.progress=false", "logger.tensorboard=false"]
+QUIET = ["logger.progress=false", "logger.tensorboard=false", "logger.log_every_steps=0"]
 
 
 def make(overrides: list[str]):

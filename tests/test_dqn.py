@@ -12,7 +12,7 @@ from reprl.config import load_config
 from reprl.runs import checkpoint as ckpt
 from reprl.train import train
 
-QUIET = ["logger.progress=false", "logger.tensorboard=false"]
+QUIET = ["logger.progress=false", "logger.tensorboard=false", "logger.log_every_steps=0"]
 SHORT = [
     "experiment=dqn_cartpole",
     "env.num_envs=2",

@@ -24,7 +24,7 @@ PONG_SPEC = EnvSpec(
 """The spec of the generated DQN-Replay data (Pong shapes), for trainers built by hand."""
 
 pytestmark = pytest.mark.atari
-QUIET = ["logger.progress=false", "logger.tensorboard=false"]
+QUIET = ["logger.progress=false", "logger.tensorboard=false", "logger.log_every_steps=0"]
 
 
 def pong_like_data(n: int = 1200, seed: int = 0) -> dict[str, np.ndarray]:

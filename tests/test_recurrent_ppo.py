@@ -19,7 +19,7 @@ from reprl.runs import checkpoint as ckpt
 from reprl.runs.logger import read_metrics
 from reprl.train import make_agent, train
 
-QUIET = ["logger.progress=false", "logger.tensorboard=false"]
+QUIET = ["logger.progress=false", "logger.tensorboard=false", "logger.log_every_steps=0"]
 
 
 def setup(overrides: list[str] = ()):

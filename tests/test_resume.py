@@ -31,6 +31,7 @@ SMALL = [
     "stop_on_solved=false",
     "logger.progress=false",
     "logger.tensorboard=false",
+    "logger.log_every_steps=300",  # windows of 2-3 iterations; step 1024 falls inside one
 ]
 
 

@@ -42,6 +42,7 @@ SMALL = [
     "stop_on_solved=false",
     "logger.progress=false",
     "logger.tensorboard=false",
+    "logger.log_every_steps=40",  # windows of 1-2 iterations; the checkpoint falls inside one
 ]
 
 CASES = {
@@ -146,7 +147,7 @@ def test_dqn_resume_with_replay_equals_uninterrupted(case: str, tmp_path: Path) 
     assert count * 2 == MID and count > int(buffer["capacity_per_env"])  # the ring wrapped
     assert mid["agent"]["gradient_steps"] > 50
     records = assert_same_runs(full, part, 2048)
-    assert len(records) > 60
+    assert len(records) > 50
     assert any("losses/rl_q" in r for r in records if r["global_step"] > MID)  # learning resumed
 
 
@@ -173,6 +174,7 @@ CONTINUOUS_SMALL = [
     "stop_on_solved=false",
     "logger.progress=false",
     "logger.tensorboard=false",
+    "logger.log_every_steps=18",  # windows of 1-2 iterations; the checkpoint falls inside one
 ]
 
 CONTINUOUS_CASES = {
@@ -307,6 +309,7 @@ R2D2_SMALL = [
     "stop_on_solved=false",
     "logger.progress=false",
     "logger.tensorboard=false",
+    "logger.log_every_steps=48",
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,15 +65,54 @@ class Progress:
 
 
 class LogCallback(Callback):
-    """Writes training metrics every ``every`` iterations and drives the progress bar."""
+    """Drives the progress bar every iteration and writes the training metrics once per
+    ``every_steps`` env steps (when ``global_step`` crosses a multiple of it, and at the end).
 
-    def __init__(self, logger: Logger | None, progress: Progress, every: int) -> None:
-        self.logger, self.progress, self.every = logger, progress, max(every, 1)
+    A record holds, per metric, its mean over the iterations since the previous record that
+    reported it, and ``perf/sps`` over the whole window (steps / summed iteration time);
+    ``every_steps`` 0 writes every iteration's metrics as they are. Short iterations (SAC's one
+    env step) then cost no record each: a JSON line and a TensorBoard scalar per metric per
+    step took ~20% of SAC Pendulum's training time. The window's sums live in
+    ``state.extra`` (saved in checkpoints), so a resumed run writes the uninterrupted run's
+    records.
+    """
+
+    def __init__(self, logger: Logger | None, progress: Progress, every_steps: int) -> None:
+        self.logger, self.progress, self.every_steps = logger, progress, max(every_steps, 0)
 
     def on_iteration(self, state: RunState, metrics: dict[str, float]) -> None:
         self.progress.update(state.global_step, metrics)
-        if self.logger is not None and state.iteration % self.every == 0:
+        if self.logger is None:
+            return
+        if self.every_steps == 0:
             self.logger.log(metrics, state.global_step)
+            return
+        window: dict[str, list[float]] = state.extra.setdefault("log_window", {})
+        for key, value in metrics.items():
+            sums = window.get(key)
+            if sums is None:
+                window[key] = [value, 1.0]
+            else:
+                sums[0] += value
+                sums[1] += 1.0
+        last = state.extra.get("log_step", 0)
+        if state.global_step // self.every_steps > last // self.every_steps:
+            self._write(state)
+
+    def _write(self, state: RunState) -> None:
+        """Write the window's means (if any iteration is in it) and start a new window."""
+        window = state.extra.pop("log_window", None)
+        if window and self.logger is not None:
+            means = {key: total / count for key, (total, count) in window.items()}
+            busy = window.get("perf/iteration_time", [0.0])[0]
+            if "perf/sps" in means and busy > 0:
+                means["perf/sps"] = (state.global_step - state.extra.get("log_step", 0)) / busy
+            self.logger.log(means, state.global_step)
+        state.extra["log_step"] = state.global_step
+
+    def on_end(self, state: RunState) -> None:
+        if self.every_steps > 0:
+            self._write(state)
 
 
 class EvalCallback(Callback):
@@ -99,6 +139,7 @@ class EvalCallback(Callback):
         self._last_eval_step = -1
 
     def _run(self, state: RunState) -> None:
+        start = time.perf_counter()
         video, recorder = self.video, None
         if video is not None:
             state.extra["eval_runs"] = state.extra.get("eval_runs", 0) + 1
@@ -123,6 +164,7 @@ class EvalCallback(Callback):
                 state.stop, state.stop_reason = True, "solved"
         elif self.threshold is not None:
             metrics["eval/solved"] = 0.0
+        metrics["perf/eval_time"] = time.perf_counter() - start
         if self.logger is not None:
             self.logger.log(metrics, state.global_step)
 
