@@ -340,12 +340,17 @@ class ContinuousAgent(OffPolicyAgent):
         obs0 = self.augment(mb.obs[:, :1])
         obs_boot = self.augment(obs_boot)  # shifted independently of obs0 (DrQ)
         feat_boot = None
+        # Features without infos (act_features: for a flatten-only backbone, the observations
+        # themselves, three module calls less per step); compiled models keep their forward.
+        online, target = self.model, self.target.target
+        encode = online.features if online.compiled else online.act_features
+        encode_target = target.features if target.compiled else target.act_features
         with self.autocast():
-            (features, _), _ = self.model.features(obs0)
+            features = _first(encode(obs0))
             with torch.no_grad():
                 if online_boot:
-                    (feat_boot, _), _ = self.model.features(obs_boot)
-                (target_boot, _), _ = self.target.target.features(obs_boot)
+                    feat_boot = _first(encode(obs_boot))
+                target_boot = _first(encode_target(obs_boot))
         action = self.policy.from_env(mb.action[:, 0])
         boot_features = None if feat_boot is None else feat_boot[:, 0]
         return returns, discount, action, features[:, 0], boot_features, target_boot[:, 0]
@@ -370,3 +375,10 @@ class ContinuousAgent(OffPolicyAgent):
             with torch.no_grad():
                 for k, v in state.get("extra", {}).items():
                     self.extra_params[k].copy_(v)
+
+
+def _first(out: tuple[Any, Any]) -> torch.Tensor:
+    """The features of :meth:`AgentModel.act_features` ``(features, state)`` or of
+    :meth:`AgentModel.features` ``((features, state), info)``."""
+    head = out[0]
+    return head[0] if isinstance(head, tuple) else head
