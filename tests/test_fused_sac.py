@@ -158,3 +158,28 @@ def test_update_writes_the_given_gradients_directly(extra: list[str], assigned: 
             torch.testing.assert_close(p.grad, g)
     with pytest.raises(RuntimeError, match="handed out"):
         losses["loss_rl_critic"].backward()
+
+
+def test_kept_views_follow_updates_and_loads() -> None:
+    """Nets keeps its layers' views across steps: after optimizer steps, Polyak updates and a
+    load_state_dict from another agent, the fused step still equals autograd."""
+    agent = sac([])
+    mb = windows(agent)
+    for _ in range(3):
+        torch.manual_seed(3)
+        losses, info = agent.compute_loss(mb)
+        info |= agent.update(losses)
+        agent.after_update(mb, info)
+    other = sac(["seed=5"])
+    perturb_target(other)
+    agent.load_state_dict(other.state_dict())
+    nets, target = agent.fused_nets
+    assert torch.equal(nets.critic_layers[1][1][0], other.fused_nets[0].critic_w[1][1])
+    assert torch.equal(target.critic_layers[0][0][1], other.fused_nets[1].critic_b[0][0, 0])
+    fused = losses_and_grads(agent, mb, True, None)
+    ref = losses_and_grads(agent, mb, False, None)
+    for k in ref[0]:
+        torch.testing.assert_close(fused[0][k], ref[0][k], rtol=1e-5, atol=1e-6)
+    for a, b in zip(fused[2], ref[2], strict=True):
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

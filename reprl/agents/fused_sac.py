@@ -31,7 +31,7 @@ The maths (per batch of ``B`` windows; ``a~ = tanh(u)``, ``u = mean + std * eps`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -57,6 +57,25 @@ class Nets:
     """Stacked critic layers' biases ``(k, 1, out)``."""
     log_std_min: float
     log_std_max: float
+    actor_layers: list[tuple[torch.Tensor, torch.Tensor]] = field(init=False, repr=False)
+    """The actor's layers as ``(weight (in, out), bias (out,))`` views
+    (:func:`reprl.models.kernels._mlp_layer`), made once: a step would otherwise remake ~50
+    views (~2 us each). Views stay valid: parameters change in place only (optimizer steps,
+    Polyak averaging, ``load_state_dict``)."""
+    critic_layers: list[list[tuple[torch.Tensor, torch.Tensor]]] = field(init=False, repr=False)
+    """Each critic's layers as such views."""
+
+    def __post_init__(self) -> None:
+        with torch.no_grad():
+            actor = _chain(self.actor_w, self.actor_b)
+            self.actor_layers = [
+                kernels._mlp_layer(actor, i, 0, False) for i in range(len(self.actor_w))
+            ]
+            critics = _chain(self.critic_w, self.critic_b)
+            self.critic_layers = [
+                [kernels._mlp_layer(critics, i, j, True) for i in range(len(self.critic_w))]
+                for j in range(self.critic_w[0].shape[0])
+            ]
 
     @classmethod
     def of(cls, policy: torch.nn.Module) -> Nets | None:
@@ -84,7 +103,7 @@ class Nets:
 
 
 def _input_grad(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """A stacked layer's input gradient ``grad (R, out) @ weight (in, out)^T``; for a 1-wide
+    """A layer's input gradient ``grad (R, out) @ weight (in, out)^T``; for a 1-wide
     output (a Q layer) a broadcast multiply, as a K=1 matrix product MKL measured ~20x
     slower."""
     if weight.shape[1] == 1:
@@ -143,20 +162,24 @@ def sac_losses(
     alpha = float(alpha_value)
     feat_value = feat.detach()
     # noise in the autograd path's order: next actions first, then the actor loss's
-    eps_boot = torch.randn(rows, action.shape[1], dtype=feat.dtype)
-    eps = torch.randn(rows, action.shape[1], dtype=feat.dtype) if actor_step else None
+    eps = torch.randn(rows, action.shape[1], dtype=feat.dtype)
+    if actor_step:
+        eps = torch.cat([eps, torch.randn(rows, action.shape[1], dtype=feat.dtype)])
 
-    # actor forward: bootstrap rows (target) and, on actor steps, the rows learned from
+    # actor forward and sample: bootstrap rows (target) and, on actor steps, the rows learned
+    # from, in one pass
     actor_in = torch.cat([feat_boot, feat_value]) if actor_step else feat_boot
-    actor_acts = kernels._mlp_chain(actor_in, _chain(nets.actor_w, nets.actor_b), False, False)[0]
-    out = actor_acts[-1]
-    next_action, next_log_prob, _, _ = _sample(out[:rows], eps_boot, nets)
+    actor_acts = kernels._chain_forward(actor_in, nets.actor_layers, False)
+    sampled, log_probs, std, raw = _sample(actor_acts[-1], eps, nets)
+    next_action, next_log_prob = sampled[:rows], log_probs[:rows]
 
     # critic target: y = R + discount (min_j Q'_j(s', a') - alpha log pi(a'|s'))
     x_next = torch.cat([target_boot, next_action.to(target_boot.dtype)], dim=-1)
-    target_critics = _chain(target_nets.critic_w, target_nets.critic_b)
     next_q = torch.stack(
-        [acts[-1][:, 0] for acts in kernels._mlp_chain(x_next, target_critics, True, False)]
+        [
+            kernels._chain_forward(x_next, layers, False)[-1][:, 0]
+            for layers in target_nets.critic_layers
+        ]
     )
     next_q = next_q.min(0).values
     target_q = returns + discount * (next_q - alpha * next_log_prob)
@@ -164,10 +187,9 @@ def sac_losses(
     # critics on (s, a) and, on actor steps, on (s, a~): one forward per critic
     x = torch.cat([feat_value, action.to(feat.dtype)], dim=-1)
     if actor_step:
-        assert eps is not None
-        pi_action, log_prob, std, raw = _sample(out[rows:], eps, nets)
+        pi_action, log_prob = sampled[rows:], log_probs[rows:]
         x = torch.cat([x, torch.cat([feat_value, pi_action], dim=-1)])
-    critic_acts = kernels._mlp_chain(x, _chain(nets.critic_w, nets.critic_b), True, False)
+    critic_acts = [kernels._chain_forward(x, layers, False) for layers in nets.critic_layers]
     q_all = torch.stack([acts[-1][:, 0] for acts in critic_acts])  # (k, rows or 2 rows)
     q = q_all[:, :rows]
     critic_loss = 0.5 * (q - target_q).square().mean(-1).sum()
@@ -180,7 +202,7 @@ def sac_losses(
     w_grads = [torch.empty_like(w) for w in nets.critic_w]
     b_grads = [torch.empty_like(b) for b in nets.critic_b]
     feat_grad = torch.zeros_like(feat_value) if feat.requires_grad else None
-    for j, acts in enumerate(critic_acts):
+    for j, (acts, layers) in enumerate(zip(critic_acts, nets.critic_layers, strict=True)):
         g = grad_q[j][:, None]
         for i in reversed(range(n)):
             if i < n - 1:  # through the ReLU, in place
@@ -188,9 +210,9 @@ def sac_losses(
             torch.mm(acts[i][:rows].t(), g, out=w_grads[i][j])
             torch.sum(g, 0, keepdim=True, out=b_grads[i][j])
             if i > 0:
-                g = _input_grad(g, nets.critic_w[i][j])
+                g = _input_grad(g, layers[i][0])
             elif feat_grad is not None:
-                feat_grad.addmm_(g, nets.critic_w[0][j][:dim].t())
+                feat_grad.addmm_(g, layers[0][0][:dim].t())
     critic_params = [*nets.critic_w, *nets.critic_b]
     critic_grads = [*w_grads, *b_grads]
     into = feat if feat_grad is not None else None
@@ -201,21 +223,21 @@ def sac_losses(
     # actor: L_a = mean(alpha log pi - min_j Q_j(s, a~)) through a~ = tanh(u). The min's
     # gradient -1/B goes to the critic that is the minimum in each row (where autograd's min
     # sends it): each critic back-propagates only its own rows (half the rows of two critics)
-    assert eps is not None
     q_pi, which = q_all[:, rows:].min(0)
     actor_loss = (alpha * log_prob - q_pi).mean()
     grad_a = torch.zeros_like(pi_action)
-    for j, acts in enumerate(critic_acts):
+    for j, (acts, layers) in enumerate(zip(critic_acts, nets.critic_layers, strict=True)):
         sel = (which == j).nonzero()[:, 0] + rows
         g = torch.full((sel.shape[0], 1), -1.0 / rows, dtype=q.dtype)
         for i in reversed(range(n)):
             if i < n - 1:
                 kernels._relu_backward(g, acts[i + 1].index_select(0, sel), out=g)
             if i > 0:
-                g = _input_grad(g, nets.critic_w[i][j])
+                g = _input_grad(g, layers[i][0])
             else:
-                grad_a.index_add_(0, sel - rows, g @ nets.critic_w[0][j][dim:].t())
+                grad_a.index_add_(0, sel - rows, g @ layers[0][0][dim:].t())
     grad_u = grad_a.mul_(1.0 - pi_action.square()).add_(pi_action, alpha=2.0 * alpha / rows)
+    raw, std, eps = raw[rows:], std[rows:], eps[rows:]
     in_clamp = (raw >= nets.log_std_min) & (raw <= nets.log_std_max)
     grad_log_std = (grad_u * std * eps).sub_(alpha / rows).mul_(in_clamp)
     g = torch.cat([grad_u, grad_log_std], dim=-1)

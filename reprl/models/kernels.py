@@ -294,22 +294,36 @@ class Linear(nn.Linear):
 def _mlp_layer(
     params: tuple[torch.Tensor, ...], i: int, j: int, stacked: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Net ``j``'s layer ``i`` as ``(weight (out, in), bias (out,))`` views: stacked parameters
+    """Net ``j``'s layer ``i`` as ``(weight (in, out), bias (out,))`` views: stacked parameters
     are ``weight (k, in, out)``, ``bias (k, 1, out)``; plain ones ``(out, in)``, ``(out,)``."""
     weight, bias = params[2 * i], params[2 * i + 1]
     if stacked:
-        return weight[j].t(), bias[j, 0]
-    return weight, bias
+        return weight[j], bias[j, 0]
+    return weight.t(), bias
 
 
 def _mlp_forward_layer(
     h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, relu: bool
 ) -> torch.Tensor:
-    """``h (M, in) @ w (out, in)^T + b`` [then ReLU]: oneDNN for large products when enabled."""
+    """``h (M, in) @ w (in, out) + b`` [then ReLU]: oneDNN for large products when enabled."""
     if _large(w, h.shape[0], FUSED_MIN_MACS):
-        return _dnn(h, w, b, relu)
-    y = torch.addmm(b, h, w.t())
+        return _dnn(h, w.t(), b, relu)
+    y = torch.addmm(b, h, w)
     return y.relu_() if relu else y
+
+
+def _chain_forward(
+    h: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]], relu_last: bool
+) -> list[torch.Tensor]:
+    """One net's layer inputs and outputs ``[h, h1, ..., out]`` through ``layers`` given as
+    :func:`_mlp_layer` views (a ReLU after each layer but the last, after the last too with
+    ``relu_last``); callers that run a net every step keep its views (``fused_sac.Nets``)."""
+    acts = [h]
+    last = len(layers) - 1
+    for i, (w, b) in enumerate(layers):
+        h = _mlp_forward_layer(h, w, b, relu_last or i < last)
+        acts.append(h)
+    return acts
 
 
 def _mlp_weight_grad(g: torch.Tensor, h: torch.Tensor, big: bool, in_out: bool) -> torch.Tensor:
@@ -340,15 +354,10 @@ def _mlp_chain(
     """Every net's layer inputs and outputs ``[x, h1, ..., out]``."""
     n = len(params) // 2
     k = params[0].shape[0] if stacked else 1
-    acts = []
-    for j, h in enumerate(_mlp_inputs(x, stacked, k)):
-        net = [h]
-        for i in range(n):
-            w, b = _mlp_layer(params, i, j, stacked)
-            h = _mlp_forward_layer(h, w, b, relu_last or i < n - 1)
-            net.append(h)
-        acts.append(net)
-    return acts
+    return [
+        _chain_forward(h, [_mlp_layer(params, i, j, stacked) for i in range(n)], relu_last)
+        for j, h in enumerate(_mlp_inputs(x, stacked, k))
+    ]
 
 
 class _MLP(torch.autograd.Function):
