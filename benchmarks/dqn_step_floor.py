@@ -60,15 +60,16 @@ def sb3_phase() -> Callable[[], int]:
 
 
 def reprl_phase(
-    experiment: str = "dqn_cartpole", fills: int = 12, repeats: int = 1
+    experiment: str = "dqn_cartpole", fills: int = 12, repeats: int = 1, overrides: tuple = ()
 ) -> Callable[[], int]:
-    """reprl's update phases of ``experiment`` after ``fills`` collections (DQN CartPole's
-    12 store 3072 steps, as SB3's side); one call runs ``repeats`` phases."""
+    """reprl's update phases of ``experiment`` (with config ``overrides``) after ``fills``
+    collections (DQN CartPole's 12 store 3072 steps, as SB3's side); one call runs
+    ``repeats`` phases."""
     from reprl.config import load_config
     from reprl.envs import make_vector_env
     from reprl.train import make_agent
 
-    cfg = load_config([f"experiment={experiment}", "logger.progress=false"])
+    cfg = load_config([f"experiment={experiment}", "logger.progress=false", *overrides])
     envs = make_vector_env(cfg.env, seed=0)
     agent = make_agent(cfg, envs.spec, torch.device("cpu"))
     source = agent.make_source(envs, 0, torch.device("cpu"))

@@ -183,3 +183,40 @@ def test_kept_views_follow_updates_and_loads() -> None:
     for a, b in zip(fused[2], ref[2], strict=True):
         if a is not None:
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["model.backbone.hidden_sizes=[32]"], ["agent.policy_delay=2"]],
+    ids=["sac_pendulum", "backbone", "critic-only-step"],
+)
+def test_parallel_actor_equals_one_thread(extra: list[str], monkeypatch) -> None:
+    """agent.parallel_actor: the actor's part runs on the second thread, and the losses,
+    statistics and every gradient are those of the one-thread step, bit for bit."""
+    import threading
+
+    ran_on: list[str] = []
+    actor_part = fused_sac._actor_part
+
+    def recording(*args):
+        ran_on.append(threading.current_thread().name)
+        return actor_part(*args)
+
+    monkeypatch.setattr(fused_sac, "_actor_part", recording)
+    results = []
+    for parallel in (False, True):
+        agent = sac([f"agent.parallel_actor={str(parallel).lower()}", *extra])
+        perturb_target(agent)
+        results.append(losses_and_grads(agent, windows(agent), True, None))
+    (one, one_info, one_grads), (two, two_info, two_grads) = results
+    actor_steps = "agent.policy_delay=2" not in extra
+    assert ran_on == (["MainThread", "reprl-sac_0"] if actor_steps else [])
+    assert set(one) == set(two) and set(one_info) == set(two_info)
+    for k in one:
+        assert torch.equal(one[k], two[k]), k
+    for k in one_info:
+        assert torch.equal(torch.as_tensor(one_info[k]), torch.as_tensor(two_info[k])), k
+    for a, b in zip(one_grads, two_grads, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.equal(a, b)

@@ -51,6 +51,12 @@ class SACConfig(ContinuousConfig):
     target_update_period: int = 1
     """Polyak-average the targets every this many gradient steps (SB3's
     ``target_update_interval``; pytorch_sac and DrQ: 2)."""
+    parallel_actor: bool = False
+    """Where the step is written out by hand (ReLU MLPs, float32, CPU: see
+    :mod:`reprl.agents.fused_sac`), compute the next actions and the actor's and entropy
+    coefficient's losses and gradients on a second thread while this one computes the
+    critics': a second core's worth of speed (each thread with ``torch_threads`` torch
+    threads), the same results bit for bit. Off: one thread, as ``torch_threads`` says."""
 
     def validate(self, path: str) -> None:
         """Reject a non-positive alpha on top of the shared checks."""
@@ -129,6 +135,7 @@ class SAC(ContinuousAgent):
                 self.alpha,
                 self.target_entropy,
                 self.actor_step(),
+                self.cfg.parallel_actor,
             )
         policy, alpha = self.policy, self.alpha
         with torch.no_grad(), self.autocast():
