@@ -31,8 +31,8 @@ critics' (target, critic loss, backward: ~8 products with the next actions) and 
 (sample, critics on ``(s, a~)``, backward through them and the actor: ~7). With
 ``SACConfig.parallel_actor`` the actor's part (and the next actions, first) runs on a second
 thread while the calling one computes the critics': PyTorch releases the GIL inside each op,
-so on two cores the products of the two parts overlap (measured ~1.35x per SAC Pendulum env
-step on a 2-core Zen 3, in-process A/B).
+so on two cores the products of the two parts overlap (measured 1.25-1.5x per SAC Pendulum
+gradient step on a 2-core Zen 3, interleaved runs; 2 torch intra-op threads gave 1.2-1.3x).
 
 ``tests/test_fused_sac.py`` checks losses and every gradient against the autograd path, and
 the two-thread step against the one-thread step (bit for bit).
