@@ -22,6 +22,8 @@ hyperparameters.
 Prints a markdown table with reprl / SB3 ratios (time: below 1 is faster; SPS: above 1).
 
     python benchmarks/bench_offpolicy.py --seeds 5 --bf16 sac_pendulum
+    python benchmarks/bench_offpolicy.py --seeds 3 --tasks sac_pendulum --threads 2 \
+        --parallel-actor sac_pendulum      # two cores each
     python benchmarks/bench_offpolicy.py --quick          # 1 seed, a smoke test
 """
 
@@ -108,18 +110,28 @@ def sb3_run(task: str, seed: int, eval_every: int, threads: int) -> dict:
     return {"wall": wall, "steps": r["steps"], "train": r["train_time"], "sps": r["sps"]}
 
 
-def race(task: str, seeds: int, eval_every: int, threads: int, bf16: bool) -> dict[str, list[dict]]:
-    """Every seed: SB3, reprl (and reprl under bf16 autocast), one after the other."""
-    runs: dict[str, list[dict]] = {"sb3": [], "reprl": []}
-    if bf16:
-        runs["reprl_bf16"] = []
+VARIANTS = {
+    "reprl_bf16": (["agent.autocast=bf16"], " (reprl bf16 autocast)"),
+    # the actor's part of SAC's step on a second thread, 1 torch thread on each
+    "reprl_parallel": (
+        ["torch_threads=1", "agent.parallel_actor=true"],
+        " (reprl `parallel_actor`, 1 torch thread on each of 2 threads)",
+    ),
+}
+"""Extra reprl runs a task can add: name -> (overrides, label in the table)."""
+
+
+def race(
+    task: str, seeds: int, eval_every: int, threads: int, variants: list[str]
+) -> dict[str, list[dict]]:
+    """Every seed: SB3, reprl and reprl's ``variants`` (:data:`VARIANTS`), one after the
+    other."""
+    runs: dict[str, list[dict]] = {"sb3": [], "reprl": [], **{name: [] for name in variants}}
     for seed in range(seeds):
         runs["sb3"].append(sb3_run(task, seed, eval_every, threads))
         runs["reprl"].append(reprl_run(task, seed, eval_every, threads, []))
-        if bf16:
-            runs["reprl_bf16"].append(
-                reprl_run(task, seed, eval_every, threads, ["agent.autocast=bf16"])
-            )
+        for name in variants:
+            runs[name].append(reprl_run(task, seed, eval_every, threads, VARIANTS[name][0]))
         print(
             f"{task} seed {seed}: "
             + ", ".join(
@@ -192,6 +204,12 @@ def main() -> None:
         default="",
         help="comma-separated tasks to also run with reprl under agent.autocast=bf16",
     )
+    ap.add_argument(
+        "--parallel-actor",
+        default="",
+        help="comma-separated SAC tasks to also run with reprl's agent.parallel_actor "
+        "(1 torch thread on each of 2 threads; pair with --threads 2 for SB3)",
+    )
     ap.add_argument("--raw", type=Path, help="also write every run's numbers to this JSON file")
     args = ap.parse_args()
     raw: dict[str, Any] = {}
@@ -199,7 +217,12 @@ def main() -> None:
     rows = ["| benchmark | SB3 | reprl | reprl / SB3 |", "|---|---|---|---|"]
     for task in filter(None, args.tasks.split(",")):  # --tasks "": memory only
         label, every = TASKS[task]["label"], TASKS[task]["eval_every"]
-        runs = race(task, seeds, every, args.threads, task in args.bf16.split(","))
+        variants = [
+            name
+            for name, tasks in (("reprl_bf16", args.bf16), ("reprl_parallel", args.parallel_actor))
+            if task in tasks.split(",")
+        ]
+        runs = race(task, seeds, every, args.threads, variants)
         raw[task] = runs
         m = {name: medians(r) for name, r in runs.items()}
         for key, what, fmt in (
@@ -212,11 +235,11 @@ def main() -> None:
                 if name == "sb3":
                     continue
                 a, b = m["sb3"][key], m[name][key]
-                tag = " (reprl bf16 autocast)" if name == "reprl_bf16" else ""
+                tag = VARIANTS[name][1] if name in VARIANTS else ""
                 rows.append(f"| {label} {what}{tag} | {a:{fmt}} | {b:{fmt}} | {b / a:.2f} |")
         for name in m:
             if name != "sb3":
-                tag = " (reprl bf16 autocast)" if name == "reprl_bf16" else ""
+                tag = VARIANTS[name][1] if name in VARIANTS else ""
                 rows.append(
                     f"| {label} seeds solved{tag} | {m['sb3']['solved']}/{seeds} | "
                     f"{m[name]['solved']}/{seeds} | |"
