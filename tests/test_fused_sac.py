@@ -220,3 +220,20 @@ def test_parallel_actor_equals_one_thread(extra: list[str], monkeypatch) -> None
         assert (a is None) == (b is None)
         if a is not None:
             assert torch.equal(a, b)
+
+
+def test_parallel_actor_error_reaches_the_caller(monkeypatch) -> None:
+    """An error in the second thread's part is raised by compute_loss, and the next step
+    runs normally."""
+    agent = sac(["agent.parallel_actor=true"])
+    mb = windows(agent)
+
+    def broken(*args):
+        raise ValueError("actor part failed")
+
+    with monkeypatch.context() as m:
+        m.setattr(fused_sac, "_actor_part", broken)
+        with pytest.raises(ValueError, match="actor part failed"):
+            agent.compute_loss(mb)
+    losses, _ = agent.compute_loss(mb)
+    assert set(losses) == {"loss_rl_critic", "loss_rl_actor", "loss_rl_alpha"}
