@@ -12,6 +12,7 @@ from reprl.agents import fused_sac
 from reprl.config import load_config
 from reprl.data.replay import ReplayBuffer
 from reprl.envs import make_env_spec
+from reprl.errors import ConfigError
 from reprl.train import make_agent
 
 
@@ -130,6 +131,8 @@ def test_critic_only_steps_between_actor_steps() -> None:
 )
 def test_other_models_keep_autograd(extra: list[str]) -> None:
     assert sac(extra).fused_nets is None
+    with pytest.raises(ConfigError, match="agent.parallel_actor: needs SAC's hand-written"):
+        sac([*extra, "agent.parallel_actor=true"])
 
 
 @pytest.mark.parametrize(

@@ -157,7 +157,7 @@ _worker_pid = 0
 
 def _second_thread() -> concurrent.futures.ThreadPoolExecutor:
     """One worker thread per process (made on first use; a forked child makes its own), with
-    as many torch threads as the calling thread has."""
+    as many torch threads as the calling thread had then."""
     global _worker, _worker_pid
     if _worker is None or _worker_pid != os.getpid():
         _worker = concurrent.futures.ThreadPoolExecutor(

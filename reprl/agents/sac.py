@@ -86,6 +86,12 @@ class SAC(ContinuousAgent):
         target = fused_sac.Nets.of(self.target.target.policy) if fused else None
         self.fused_nets = (nets, target) if nets is not None and target is not None else None
         """The online and target nets of the hand-written step (None: autograd)."""
+        if cfg.parallel_actor and self.fused_nets is None:
+            raise ConfigError(
+                "agent.parallel_actor: needs SAC's hand-written step (stateless, trainable ReLU "
+                "MLP actor and critics in float32 on CPU, no autocast); this model learns "
+                "through autograd: set agent.parallel_actor=false"
+            )
 
     def make_extra_params(self, cfg: Any, spec: Any, device: torch.device) -> dict[str, Any]:
         """``log_alpha`` (trained only with ``autotune``)."""
