@@ -163,3 +163,49 @@ def test_dqn_agent_equal_with_and_without_the_fused_step(extra: list[str], n_ste
 def test_other_heads_keep_autograd(extra: list[str]) -> None:
     agent, _ = agent_and_windows(extra)
     assert agent.td_layers is None
+    assert agent.act_layers is None and agent.target_layers is None
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["model.backbone.hidden_sizes=[32]"], ["model.policy.hidden=[]"]],
+    ids=["plain", "backbone", "linear"],
+)
+def test_acting_and_target_values_equal_the_modules(extra: list[str]) -> None:
+    """Acting (``DQN.act_layers``) and the targets (``DQN.target_layers``) run the plain head
+    from kept views: the policy modules' Q-values bit for bit, also after the parameters
+    change in place (an optimizer step, a target sync)."""
+    agent, windows = agent_and_windows(extra)
+    assert agent.act_layers is not None and agent.target_layers is not None
+    obs = windows.obs[:, :1]
+    nets = ((agent.model, agent.act_layers), (agent.target.target, agent.target_layers))
+    with torch.no_grad():
+        for _ in range(2):
+            for net, layers in nets:
+                features, _ = net.act_features(obs)
+                lean = fused_td.q_values(features.reshape(obs.shape[0], -1), layers)
+                assert torch.equal(lean, net.policy.q_values(features)[:, 0])
+            is_first = torch.zeros(obs.shape[:2], dtype=torch.bool)
+            action, _, _ = agent.act(obs, None, is_first, deterministic=True)
+            layers, agent.act_layers = agent.act_layers, None
+            try:
+                assert torch.equal(action, agent.act(obs, None, is_first, deterministic=True)[0])
+            finally:
+                agent.act_layers = layers
+            for p in agent.model.parameters():  # in place, as optimizer steps and syncs
+                p.add_(torch.randn_like(p) * 0.1)
+            agent.target.sync()
+
+
+def test_phase_targets_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``prepare_phase`` computes a phase's targets ``PHASE_TARGET_ROWS`` rows at a time (the
+    last chunk shorter): the values of one call over all rows."""
+    from reprl.agents import dqn
+
+    agent, windows = agent_and_windows([])
+    assert agent.phase_target()
+    whole = agent.td_target(windows)
+    monkeypatch.setattr(dqn, "PHASE_TARGET_ROWS", 20)
+    chunked = agent.prepare_phase(windows.index(slice(None))).extras["target_q"][:, 0]
+    assert chunked.shape == whole.shape and windows.reward.shape[0] % 20 != 0
+    torch.testing.assert_close(chunked, whole)
