@@ -240,3 +240,32 @@ def test_parallel_actor_error_reaches_the_caller(monkeypatch) -> None:
             agent.compute_loss(mb)
     losses, _ = agent.compute_loss(mb)
     assert set(losses) == {"loss_rl_critic", "loss_rl_actor", "loss_rl_alpha"}
+
+
+@pytest.mark.parametrize(
+    "extra", [[], ["model.backbone.hidden_sizes=[32]"]], ids=["plain", "backbone"]
+)
+def test_acting_from_kept_views_equals_the_policy(extra: list[str]) -> None:
+    """SAC acts from the actor's kept views (fused_sac.act): the policy's sampled and
+    deterministic actions bit for bit, with the same noise drawn, also after an update."""
+    agent = sac(extra)
+    agent.env_steps_seen = agent.cfg.learning_starts  # past the random warm-up
+    obs = torch.randn(3, 1, 3)
+    is_first = torch.zeros(3, 1, dtype=torch.bool)
+    mb = windows(agent)
+    for _ in range(2):
+        for deterministic in (False, True):
+            actions = []
+            for nets in (agent.fused_nets, None):
+                kept, agent.fused_nets = agent.fused_nets, nets
+                try:
+                    torch.manual_seed(7)
+                    actions.append(agent.act(obs, None, is_first, deterministic)[0])
+                    actions.append(torch.randn(2))  # the generator is where the policy leaves it
+                finally:
+                    agent.fused_nets = kept
+            assert actions[0].shape == (3, 1, 1)
+            assert torch.equal(actions[0], actions[2]) and torch.equal(actions[1], actions[3])
+        losses, info = agent.compute_loss(mb)
+        info |= agent.update(losses)
+        agent.after_update(mb, info)

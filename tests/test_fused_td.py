@@ -183,7 +183,7 @@ def test_acting_and_target_values_equal_the_modules(extra: list[str]) -> None:
         for _ in range(2):
             for net, layers in nets:
                 features, _ = net.act_features(obs)
-                lean = fused_td.q_values(features.reshape(obs.shape[0], -1), layers)
+                lean = kernels.chain(features.reshape(obs.shape[0], -1), layers)
                 assert torch.equal(lean, net.policy.q_values(features)[:, 0])
             is_first = torch.zeros(obs.shape[:2], dtype=torch.bool)
             action, _, _ = agent.act(obs, None, is_first, deterministic=True)

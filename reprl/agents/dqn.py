@@ -29,6 +29,7 @@ from reprl.agents.distributional import categorical_projection
 from reprl.agents.offpolicy import OffPolicyAgent, OffPolicyConfig
 from reprl.data.nstep import window_targets
 from reprl.errors import ConfigError
+from reprl.models import kernels
 from reprl.models.qpolicy import QOutput
 from reprl.optim.optimizers import Adam
 from reprl.optim.schedules import Schedule
@@ -120,8 +121,8 @@ class DQN(OffPolicyAgent):
             for p in (*layers[0], *layers[1])
         )
         self.td_layers = layers if plain and self.stateless and not self._autocast else None
-        # Acting on such a head: its layers' products straight from kept views
-        # (fused_td.q_values: the policy's numbers without its module calls).
+        # Acting and targets on such a head: its layers' products straight from kept views
+        # (kernels.chain: the policy's numbers without its module calls).
         self.act_layers = None if self.td_layers is None else fused_td.acting_layers(*layers)
         self.target_layers = None
         if self.td_layers is not None:  # the target network's copy of that head (no grad)
@@ -159,7 +160,7 @@ class DQN(OffPolicyAgent):
             elif self.act_layers is not None:  # a plain ReLU MLP head (td_layers)
                 features, state = model.act_features(obs, state, is_first)
                 n, t = features.shape[:2]
-                q = fused_td.q_values(features.reshape(n * t, -1), self.act_layers).view(n, t, -1)
+                q = kernels.chain(features.reshape(n * t, -1), self.act_layers).view(n, t, -1)
             else:  # only the Q-values, by the model's acting path: the same numbers, less work
                 features, state = model.act_features(obs, state, is_first)
                 q = model.policy.q_values(features)
@@ -337,7 +338,7 @@ class DQN(OffPolicyAgent):
         obs_boot = mb.obs[:, 1:2] if cfg.n_step == 1 else mb.obs[rows, boot].unsqueeze(1)
         if self.target_layers is not None and not cfg.double:  # a plain ReLU MLP head
             features, _ = self.target.target.act_features(obs_boot)
-            q = fused_td.q_values(features.reshape(rows.shape[0], -1), self.target_layers)
+            q = kernels.chain(features.reshape(rows.shape[0], -1), self.target_layers)
             return returns + discount * q.max(-1).values
         (target_out, _), _ = self.target(obs_boot)
         target_q = target_out.q[:, 0]

@@ -120,7 +120,10 @@ class SAC(ContinuousAgent):
             return self.warmup_action(obs.shape[0]), {}, state
         with self.autocast():
             features, state = self.encode(obs, state, is_first)
-            action, _ = self.policy.sample(features, deterministic, with_log_prob=False)
+            if self.fused_nets is not None:  # the actor from its kept views: same numbers
+                action = fused_sac.act(self.fused_nets[0], features, deterministic)
+            else:
+                action, _ = self.policy.sample(features, deterministic, with_log_prob=False)
         return self.policy.to_env(action.float()), {}, state
 
     # ------------------------------------------------------------------ learning

@@ -326,6 +326,14 @@ def _chain_forward(
     return acts
 
 
+def chain(h: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """A ReLU MLP's output (no ReLU after the last layer) on ``h (M, in)`` from kept
+    :func:`_mlp_layer` views, without autograd: the numbers of the MLP's own forward without
+    grad mode (the same products and in-place ReLUs), without its module calls and checks.
+    For acting and targets (DQN's and SAC's on plain ReLU MLP heads)."""
+    return _chain_forward(h, layers, False)[-1]
+
+
 def _mlp_weight_grad(g: torch.Tensor, h: torch.Tensor, big: bool, in_out: bool) -> torch.Tensor:
     """A layer's weight gradient from its output gradient ``g (M, out)`` and input ``h (M,
     in)``: ``(out, in)``, or ``(in, out)`` with ``in_out`` (stacked layout)."""
