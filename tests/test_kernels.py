@@ -290,3 +290,18 @@ def test_fused_mlps_agree_with_per_layer_functions(onednn: None) -> None:
         kernels.FUSED_MLPS = True
     assert close(out, ref)
     assert all(close(a, b) for a, b in zip(out_grads, ref_grads, strict=True))
+
+
+@pytest.mark.parametrize("rows", [64, 256])
+def test_chain_takes_the_kernels_mlp_takes(onednn: None, rows: int) -> None:
+    """``kernels.chain`` (acting and targets from kept layer views) gives ``kernels.mlp``'s
+    no-grad values bit for bit, with oneDNN for a batch that has a layer large enough for it
+    (256 rows of a 256-wide layer) and PyTorch's ``addmm`` below that (64 rows)."""
+    torch.manual_seed(5)
+    sizes = [4, 256, 256, 2]
+    weights = [torch.randn(o, i) / i**0.5 for i, o in zip(sizes[:-1], sizes[1:], strict=True)]
+    biases = [0.1 * torch.randn(o) for o in sizes[1:]]
+    layers = [(w.t(), b) for w, b in zip(weights, biases, strict=True)]
+    x = torch.randn(rows, 4)
+    with torch.no_grad():
+        assert torch.equal(kernels.chain(x, layers), kernels.mlp(x, weights, biases))

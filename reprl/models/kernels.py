@@ -330,8 +330,17 @@ def chain(h: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> t
     """A ReLU MLP's output (no ReLU after the last layer) on ``h (M, in)`` from kept
     :func:`_mlp_layer` views, without autograd: the numbers of the MLP's own forward without
     grad mode (the same products and in-place ReLUs), without its module calls and checks.
-    For acting and targets (DQN's and SAC's on plain ReLU MLP heads)."""
-    return _chain_forward(h, layers, False)[-1]
+    For acting and targets (DQN's and SAC's on plain ReLU MLP heads). Kernels as :func:`mlp`
+    picks them: oneDNN's where a layer is large enough for it (and oneDNN is on), else
+    PyTorch's ``addmm`` (what ``F.linear`` runs) for every layer."""
+    if any(_large(w, h.shape[0]) for w, _ in layers) and _plain_cpu_float32(h, layers[0][0]):
+        return _chain_forward(h, layers, False)[-1]
+    last = len(layers) - 1
+    for i, (w, b) in enumerate(layers):
+        h = torch.addmm(b, h, w)
+        if i < last:
+            h = h.relu_()
+    return h
 
 
 def _mlp_weight_grad(g: torch.Tensor, h: torch.Tensor, big: bool, in_out: bool) -> torch.Tensor:
