@@ -123,10 +123,10 @@ class DQN(OffPolicyAgent):
         self.td_layers = layers if plain and self.stateless and not self._autocast else None
         # Acting and targets on such a head: its layers' products straight from kept views
         # (kernels.chain: the policy's numbers without its module calls).
-        self.act_layers = None if self.td_layers is None else fused_td.acting_layers(*layers)
-        self.target_layers = None
-        if self.td_layers is not None:  # the target network's copy of that head (no grad)
-            self.target_layers = fused_td.acting_layers(*self.target.target.policy.plain_layers())
+        self.act_layers = self.target_layers = None
+        if self.td_layers is not None:
+            self.act_layers = kernels.layer_views(*self.td_layers)
+            self.target_layers = kernels.layer_views(*self.target.target.policy.plain_layers())
         if self.noisy:
             self.epsilon = 0.0
             # The target is kept in eval mode; its noise must still apply (Hessel et al. 2018).
@@ -157,13 +157,13 @@ class DQN(OffPolicyAgent):
             if model.compiled:  # the compiled forward (model.compile: true)
                 (out, state), _ = model(obs, state, is_first)
                 q = out.q
-            elif self.act_layers is not None:  # a plain ReLU MLP head (td_layers)
-                features, state = model.act_features(obs, state, is_first)
-                n, t = features.shape[:2]
-                q = kernels.chain(features.reshape(n * t, -1), self.act_layers).view(n, t, -1)
             else:  # only the Q-values, by the model's acting path: the same numbers, less work
                 features, state = model.act_features(obs, state, is_first)
-                q = model.policy.q_values(features)
+                if self.act_layers is not None:  # a plain ReLU MLP head (td_layers)
+                    n, t = features.shape[:2]
+                    q = kernels.chain(features.reshape(n * t, -1), self.act_layers).view(n, t, -1)
+                else:
+                    q = model.policy.q_values(features)
         action = q.argmax(-1)
         if not deterministic and self.epsilon > 0:
             u = torch.rand(action.shape, device=action.device)
@@ -336,12 +336,12 @@ class DQN(OffPolicyAgent):
         )
         rows = self._rows(mb.reward.shape[0], mb.reward.device)
         obs_boot = mb.obs[:, 1:2] if cfg.n_step == 1 else mb.obs[rows, boot].unsqueeze(1)
-        if self.target_layers is not None and not cfg.double:  # a plain ReLU MLP head
+        if self.target_layers is not None:  # a plain ReLU MLP head: from its kept views
             features, _ = self.target.target.act_features(obs_boot)
-            q = kernels.chain(features.reshape(rows.shape[0], -1), self.target_layers)
-            return returns + discount * q.max(-1).values
-        (target_out, _), _ = self.target(obs_boot)
-        target_q = target_out.q[:, 0]
+            target_q = kernels.chain(features.reshape(rows.shape[0], -1), self.target_layers)
+        else:
+            (target_out, _), _ = self.target(obs_boot)
+            target_q = target_out.q[:, 0]
         if not cfg.double:
             return returns + discount * target_q.max(-1).values
         (online, _), _ = self.model(obs_boot)

@@ -81,10 +81,7 @@ class Nets:
 
     def __post_init__(self) -> None:
         with torch.no_grad():
-            actor = _chain(self.actor_w, self.actor_b)
-            self.actor_layers = [
-                kernels._mlp_layer(actor, i, 0, False) for i in range(len(self.actor_w))
-            ]
+            self.actor_layers = kernels.layer_views(self.actor_w, self.actor_b)
             critics = _chain(self.critic_w, self.critic_b)
             self.critic_layers = [
                 [kernels._mlp_layer(critics, i, j, True) for i in range(len(self.critic_w))]
@@ -131,13 +128,13 @@ def _chain(weights: list[torch.Tensor], biases: list[torch.Tensor]) -> tuple[tor
     return tuple(p for pair in zip(weights, biases, strict=True) for p in pair)
 
 
-def _sample(out: torch.Tensor, eps: torch.Tensor, nets: Nets):
+def _sample(out: torch.Tensor, eps: torch.Tensor, nets: Nets, with_log_prob: bool = True):
     """The tanh-Gaussian sample of the actor's output ``out (B, 2A)`` with noise ``eps``:
-    ``(a~, log pi, std, log_std before its clamp)``, as :meth:`ActorQPolicy.sample` computes
-    them."""
+    ``(a~, log pi (None without with_log_prob), std, log_std before its clamp)``, as
+    :meth:`ActorQPolicy.sample` computes them."""
     mean, raw = out.chunk(2, dim=-1)
     log_std = raw.clamp(nets.log_std_min, nets.log_std_max)
-    action, log_prob, std = squashed_gaussian(mean, log_std, eps)
+    action, log_prob, std = squashed_gaussian(mean, log_std, eps, with_log_prob)
     return action, log_prob, std, raw
 
 
@@ -148,12 +145,11 @@ def act(nets: Nets, features: torch.Tensor, deterministic: bool) -> torch.Tensor
     (~60 us less per Pendulum env step, Zen 3, 1 thread)."""
     n, t = features.shape[:2]
     out = kernels.chain(features.reshape(n * t, -1), nets.actor_layers)
-    mean, raw = out.chunk(2, dim=-1)
+    mean = out[:, : out.shape[1] // 2]
     if deterministic:
         action = tanh(mean)
     else:
-        log_std = raw.clamp(nets.log_std_min, nets.log_std_max)
-        action, _, _ = squashed_gaussian(mean, log_std, torch.randn_like(mean), False)
+        action = _sample(out, torch.randn_like(mean), nets, with_log_prob=False)[0]
     return action.view(n, t, -1)
 
 

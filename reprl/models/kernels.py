@@ -326,9 +326,19 @@ def _chain_forward(
     return acts
 
 
+def layer_views(
+    weights: list[torch.Tensor], biases: list[torch.Tensor]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Plain layers ``weights[i] (out, in)``, ``biases[i]`` as :func:`_mlp_layer` views
+    ``(weight (in, out), bias)``, to keep and run with :func:`chain` or :func:`_chain_forward`.
+    They stay valid while the parameters change in place only (optimizer steps, target syncs
+    and Polyak averaging, ``load_state_dict``)."""
+    return [(w.t(), b) for w, b in zip(weights, biases, strict=True)]
+
+
 def chain(h: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """A ReLU MLP's output (no ReLU after the last layer) on ``h (M, in)`` from kept
-    :func:`_mlp_layer` views, without autograd: the numbers of the MLP's own forward without
+    :func:`layer_views`, without autograd: the numbers of the MLP's own forward without
     grad mode (the same products and in-place ReLUs), without its module calls and checks.
     For acting and targets (DQN's and SAC's on plain ReLU MLP heads). Kernels as :func:`mlp`
     picks them: oneDNN's where a layer is large enough for it (and oneDNN is on), else
