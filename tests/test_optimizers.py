@@ -68,3 +68,21 @@ def test_clip_grad_norm_equals_torch(max_norm: float) -> None:
         torch.testing.assert_close(pa.grad, pb.grad)
     assert a[2].grad is None
     assert clip_grad_norm(make_params(2), 1.0).item() == 0.0  # no gradients at all
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.998, 0.9995, 1.0, 1.0000001, 2.0, float("nan")])
+def test_clip_grad_norm_bit_for_bit_around_the_bound(ratio: float) -> None:
+    """Unclipped norms skip the multiply by 1 (CPU): the gradients are still torch's bit for
+    bit, also just under, at and just over the bound, and NaN gradients stay NaN."""
+    a, b = make_params(0), make_params(0)
+    for params in (a, b):
+        sum((p**3).sum() for p in params[:2]).backward()
+        if ratio != ratio:  # NaN
+            params[0].grad[0] = float("nan")
+    norm = torch.nn.utils.get_total_norm([p.grad for p in a[:2]]).item()
+    max_norm = 1.0 if ratio != ratio else norm / ratio  # ratio = norm / max_norm
+    ours = clip_grad_norm(a, max_norm)
+    theirs = torch.nn.utils.clip_grad_norm_(b, max_norm, foreach=True)
+    assert torch.equal(ours, theirs) or (ours.isnan() and theirs.isnan())
+    for pa, pb in zip(a[:2], b[:2]):
+        assert torch.equal(pa.grad.nan_to_num(7.0), pb.grad.nan_to_num(7.0))
