@@ -7,6 +7,7 @@ import importlib.util
 import pytest
 
 from reprl.config import describe, list_group, load_config, to_dict
+from reprl.errors import ConfigError
 from reprl.optim.schedules import Schedule
 
 
@@ -57,3 +58,25 @@ def test_every_env_has_a_solved_threshold() -> None:
     assert make_env_spec(atari).reward_threshold == 14.6
     atari = load_config(["env=atari", "env.reward_threshold=3"]).env
     assert make_env_spec(atari).reward_threshold == 3.0
+
+
+@pytest.mark.parametrize(
+    "experiment,key",
+    [
+        ("ppo_cartpole", "agent"),
+        ("a2c_cartpole", "agent"),
+        ("dqn_cartpole", "agent"),
+        ("sac_pendulum", "agent"),
+        ("r2d2_catch", "agent"),
+        ("alphazero_catch", "agent"),
+        ("byol_pretrain_atari", "trainer"),
+    ],
+)
+@pytest.mark.parametrize("bound", [-1.0, 0.0])
+def test_max_grad_norm_must_be_positive(experiment: str, key: str, bound: float) -> None:
+    """A negative bound would flip the gradients' sign and 0 would turn clipping off: both are
+    refused at load time with the key named; null (no clipping) and a positive bound load."""
+    with pytest.raises(ConfigError, match=rf"{key}\.max_grad_norm: must be > 0 \(null"):
+        load_config([f"experiment={experiment}", f"{key}.max_grad_norm={bound}"])
+    assert load_config([f"experiment={experiment}", f"{key}.max_grad_norm=null"])
+    assert load_config([f"experiment={experiment}", f"{key}.max_grad_norm=2.5"])

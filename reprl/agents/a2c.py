@@ -14,7 +14,7 @@ import torch
 from reprl.agents.base import Agent, masked_mean
 from reprl.agents.onpolicy import behaviour_extras, gae_prepare, start_state
 from reprl.errors import ConfigError
-from reprl.optim.optimizers import RMSprop
+from reprl.optim.optimizers import RMSprop, check_max_grad_norm
 from reprl.optim.schedules import Schedule
 from reprl.registry import AGENTS
 from reprl.types import Batch
@@ -51,6 +51,7 @@ class A2CConfig:
 
     def validate(self, path: str) -> None:
         """Reject inconsistent options at load time."""
+        check_max_grad_norm(self.max_grad_norm, path)
         if self.optimizer not in ("rmsprop", "adam"):
             raise ConfigError(f"{path}.optimizer: unknown '{self.optimizer}'; valid: adam, rmsprop")
         if self.autocast not in ("none", "bf16"):

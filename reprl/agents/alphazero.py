@@ -43,7 +43,7 @@ from reprl.data.rollout import obs_torch_dtype
 from reprl.envs.config import EnvConfig
 from reprl.errors import ConfigError
 from reprl.loop import Callback, RunState
-from reprl.optim.optimizers import Adam
+from reprl.optim.optimizers import Adam, check_max_grad_norm
 from reprl.optim.schedules import Schedule
 from reprl.registry import AGENTS
 from reprl.runs.checkpoint import to_numpy
@@ -102,6 +102,7 @@ class AlphaZeroConfig:
 
     def validate(self, path: str) -> None:
         """Reject impossible values at load time."""
+        check_max_grad_norm(self.max_grad_norm, path)
         for name in ("num_games", "num_simulations", "buffer_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{path}.{name}: must be >= 1, got {getattr(self, name)}")

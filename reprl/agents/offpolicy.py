@@ -22,7 +22,7 @@ from reprl.agents.base import Agent
 from reprl.data.nstep import window_targets
 from reprl.data.replay import ReplayBuffer
 from reprl.errors import ConfigError, choices_hint
-from reprl.optim.optimizers import Adam, OptimizerSet
+from reprl.optim.optimizers import Adam, OptimizerSet, check_max_grad_norm
 from reprl.optim.schedules import Schedule
 from reprl.optim.target import TargetNetwork
 from reprl.types import Batch
@@ -58,7 +58,9 @@ class OffPolicyConfig:
     """Mixed precision for acting and learning: none or bf16."""
 
     def validate(self, path: str) -> None:
-        """Reject sizes below 1 and unknown autocast modes at load time."""
+        """Reject sizes below 1, unknown autocast modes and a bad ``max_grad_norm`` (declared
+        by the subclasses) at load time."""
+        check_max_grad_norm(getattr(self, "max_grad_norm", None), path)
         if self.autocast not in AUTOCAST:
             raise ConfigError(
                 f"{path}.autocast: unknown '{self.autocast}'; valid: {', '.join(AUTOCAST)}"

@@ -20,6 +20,7 @@ from reprl.agents.base import Agent, mean_weights
 from reprl.agents.onpolicy import behaviour_extras, gae_prepare, is_recurrent, start_state
 from reprl.data.rollout import check_sequence_split
 from reprl.errors import ConfigError
+from reprl.optim.optimizers import check_max_grad_norm
 from reprl.optim.schedules import Schedule
 from reprl.registry import AGENTS
 from reprl.types import Batch, EnvSpec
@@ -91,6 +92,7 @@ class PPOConfig:
 
     def validate(self, path: str) -> None:
         """Reject inconsistent options at load time."""
+        check_max_grad_norm(self.max_grad_norm, path)
         if self.autocast not in ("none", "bf16"):
             raise ConfigError(f"{path}.autocast: unknown '{self.autocast}'; valid: bf16, none")
         if self.minibatch_layout not in MINIBATCH_LAYOUTS:

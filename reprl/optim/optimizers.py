@@ -17,6 +17,8 @@ import torch
 from torch.optim.adam import adam as adam_kernel
 from torch.optim.rmsprop import rmsprop as rmsprop_kernel
 
+from reprl.errors import ConfigError
+
 
 class FunctionalOptimizer:
     """Base: one param group, torch-compatible ``param_groups`` and ``state_dict``."""
@@ -331,3 +333,11 @@ def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
 
 UNCLIPPED_BELOW = 0.999
 """:func:`clip_grad_norm` skips the multiply by 1 below this fraction of ``max_norm``."""
+
+
+def check_max_grad_norm(value: float | None, path: str) -> None:
+    """Reject a ``max_grad_norm`` that is not positive at load time (null: no clipping). A
+    negative bound would flip the gradients' sign in :func:`clip_grad_norm`, and 0 would
+    silently turn clipping off."""
+    if value is not None and not value > 0:
+        raise ConfigError(f"{path}.max_grad_norm: must be > 0 (null: no clipping), got {value}")

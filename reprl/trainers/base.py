@@ -22,6 +22,7 @@ from torch import nn
 from reprl.agents.base import Agent
 from reprl.data.datasets.windows import WindowSampler
 from reprl.errors import ConfigError
+from reprl.optim.optimizers import check_max_grad_norm
 from reprl.optim.schedules import Schedule
 from reprl.types import Batch
 
@@ -44,7 +45,8 @@ class TrainerConfig:
     """Run one batch through forward, backward, update and one evaluation, then stop."""
 
     def validate(self, path: str) -> None:
-        """Positive sizes."""
+        """Positive sizes and gradient-norm bound."""
+        check_max_grad_norm(self.max_grad_norm, path)
         if self.batch_size < 2 or self.seq_len < 1:
             raise ConfigError(f"{path}: batch_size >= 2 and seq_len >= 1")
 
