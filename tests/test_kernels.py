@@ -301,7 +301,7 @@ def test_chain_takes_the_kernels_mlp_takes(onednn: None, rows: int) -> None:
     sizes = [4, 256, 256, 2]
     weights = [torch.randn(o, i) / i**0.5 for i, o in zip(sizes[:-1], sizes[1:], strict=True)]
     biases = [0.1 * torch.randn(o) for o in sizes[1:]]
-    layers = [(w.t(), b) for w, b in zip(weights, biases, strict=True)]
+    layers = kernels.layer_views(weights, biases)
     x = torch.randn(rows, 4)
     with torch.no_grad():
         assert torch.equal(kernels.chain(x, layers), kernels.mlp(x, weights, biases))

@@ -310,6 +310,10 @@ class OptimizerSet:
             opt.load_state_dict(state_dict[name])
 
 
+UNCLIPPED_BELOW = 0.999
+""":func:`clip_grad_norm` skips the multiply by 1 below this fraction of ``max_norm``."""
+
+
 @torch.no_grad()
 def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     """``torch.nn.utils.clip_grad_norm_`` (L2, ``foreach``) in four kernels, without its
@@ -329,10 +333,6 @@ def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
         return total
     torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
     return total
-
-
-UNCLIPPED_BELOW = 0.999
-""":func:`clip_grad_norm` skips the multiply by 1 below this fraction of ``max_norm``."""
 
 
 def check_max_grad_norm(value: float | None, path: str) -> None:
