@@ -94,7 +94,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from reprl.evaluation.cli import evaluate_checkpoint
 
     result = evaluate_checkpoint(
-        args.path, args.episodes, args.deterministic, args.video, args.seed
+        args.path, args.episodes, args.deterministic, args.video, args.seed, args.epsilon
     )
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "time"}))
@@ -243,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=10, help="episodes to play (default 10)")
     p.add_argument("--deterministic", action="store_true", help="act with the policy's mode")
     p.add_argument("--video", metavar="PATH", help="also record one episode to this mp4")
+    p.add_argument(
+        "--epsilon",
+        type=float,
+        metavar="E",
+        help="epsilon-greedy evaluation (discrete actions; default: the run's eval.epsilon)",
+    )
     p.add_argument("--seed", type=int, default=12345, help="evaluation env seed")
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     p.set_defaults(fn=_cmd_eval)

@@ -35,6 +35,10 @@ class EvalConfig:
     """Episodes per evaluation (run in parallel, one per env)."""
     deterministic: bool = True
     """Act with the distribution's mode instead of sampling."""
+    epsilon: float = 0.0
+    """Epsilon-greedy evaluation: at each step, each env takes a uniformly random action with
+    this probability instead of the agent's (discrete actions only; Dopamine's Atari protocol
+    uses 0.001, which also keeps a greedy agent from idling a whole episode away)."""
     at_end: bool = True
     """Also evaluate when training ends."""
     video_every: int = 0
@@ -152,6 +156,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"env.num_envs: must be >= 1, got {cfg.env.num_envs}")
     if cfg.eval.episodes < 1:
         raise ConfigError(f"eval.episodes: must be >= 1, got {cfg.eval.episodes}")
+    if not 0.0 <= cfg.eval.epsilon <= 1.0:
+        raise ConfigError(f"eval.epsilon: must be in [0, 1], got {cfg.eval.epsilon}")
     if cfg.eval.video_every < 0:
         raise ConfigError(f"eval.video_every: must be >= 0 (0: never), got {cfg.eval.video_every}")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):

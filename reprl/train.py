@@ -20,7 +20,7 @@ from reprl.allocator import keep_freed_memory
 from reprl.config import TrainConfig, component_config, to_dict
 from reprl.envs import make_vector_env
 from reprl.errors import CheckpointError, ConfigError
-from reprl.evaluation.evaluate import evaluate
+from reprl.evaluation.evaluate import check_epsilon, evaluate
 from reprl.evaluation.probes import ProbeCallback
 from reprl.functional import TrainParts, build_agent
 from reprl.loop import RunState, run
@@ -177,6 +177,7 @@ def _train(
         torch.manual_seed(cfg.seed + rank)
     else:
         spec = envs.spec
+        check_epsilon(cfg.eval.epsilon, spec)  # before training, not at the first evaluation
         agent = build_agent(parts, cfg, spec, device)
         dist.broadcast_module(agent.model)
         torch.manual_seed(cfg.seed + rank)  # sampling differs per rank
@@ -243,6 +244,7 @@ def _train(
             seed=cfg.seed + EVAL_SEED_OFFSET,
             normalizer_state=envs.normalizer_state(),
             recorder=recorder,
+            epsilon=cfg.eval.epsilon,
         )
 
     progress = Progress(cfg.total_steps, state.global_step, cfg.logger.progress and dist.is_main())

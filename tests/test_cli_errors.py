@@ -52,6 +52,11 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
         (["train", "logger.wandb_mode=onlin"], "logger.wandb_mode: unknown 'onlin'"),
         (["train", "resume=/nonexistent"], "no such run folder or checkpoint: /nonexistent"),
         (["train", "model.backbone.hidden_sizes=64"], "hidden_sizes: expected a list"),
+        (["train", "eval.epsilon=1.5"], "eval.epsilon: must be in [0, 1], got 1.5"),
+        (
+            ["train", "experiment=sac_pendulum", "eval.epsilon=0.05"],
+            "eval.epsilon: epsilon-greedy evaluation needs discrete actions; Pendulum-v1",
+        ),
     ],
 )
 def test_bad_input_is_one_line(capsys, argv, needle) -> None:

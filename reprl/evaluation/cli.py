@@ -38,17 +38,31 @@ def load_agent(path: str | Path, device: str = "cpu") -> tuple[Any, Any, dict[st
 
 
 def evaluate_checkpoint(
-    path: str, episodes: int, deterministic: bool, video: str | None, seed: int
+    path: str,
+    episodes: int,
+    deterministic: bool,
+    video: str | None,
+    seed: int,
+    epsilon: float | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint with the same wrappers as training (minus score-changing ones)."""
+    """Evaluate a checkpoint with the same wrappers as training (minus score-changing ones);
+    ``epsilon``: epsilon-greedy evaluation (None: the run's ``eval.epsilon``)."""
     if episodes < 1:
         raise ReprlError(f"--episodes must be >= 1, got {episodes}")
+    if epsilon is not None and not 0.0 <= epsilon <= 1.0:
+        raise ReprlError(f"--epsilon must be in [0, 1], got {epsilon}")
     agent, cfg, state = load_agent(path)
     norm = ckpt.normalizer_of(state)
-    result = evaluate(agent, cfg.env, episodes, deterministic, seed=seed, normalizer_state=norm)
+    eps = cfg.eval.epsilon if epsilon is None else epsilon
+    result = evaluate(
+        agent, cfg.env, episodes, deterministic, seed=seed, normalizer_state=norm, epsilon=eps
+    )
     if video:
         frames: list[np.ndarray] = []
-        evaluate(agent, cfg.env, 1, deterministic, seed=seed, normalizer_state=norm, frames=frames)
+        evaluate(
+            agent, cfg.env, 1, deterministic, seed=seed, normalizer_state=norm, frames=frames,
+            epsilon=eps,
+        )  # fmt: skip
         write_video(video, frames, fps=30)
         result["video"] = video
     return result

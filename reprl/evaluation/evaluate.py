@@ -15,6 +15,17 @@ import torch
 
 from reprl.envs import make_vector_env
 from reprl.envs.config import EnvConfig
+from reprl.errors import ConfigError
+from reprl.types import EnvSpec
+
+
+def check_epsilon(epsilon: float, spec: EnvSpec) -> None:
+    """Raise a ConfigError if epsilon-greedy evaluation cannot apply to ``spec``'s actions."""
+    if epsilon > 0 and not spec.discrete:
+        raise ConfigError(
+            f"eval.epsilon: epsilon-greedy evaluation needs discrete actions; {spec.env_id} has "
+            f"{spec.action_type} actions (set eval.epsilon=0)"
+        )
 
 
 def evaluate(
@@ -26,8 +37,13 @@ def evaluate(
     normalizer_state: dict[str, Any] | None = None,
     frames: list[np.ndarray] | None = None,
     recorder: Callable[[np.ndarray, np.ndarray | None, float], None] | None = None,
+    epsilon: float = 0.0,
 ) -> dict[str, Any]:
     """Play ``episodes`` episodes with ``agent``; returns mean/std return and length.
+
+    With ``epsilon`` > 0 (discrete actions only), each env takes a uniformly random action
+    with that probability at each step instead of the agent's (drawn from a generator seeded
+    with ``seed``: the same episodes for the same agent).
 
     ``normalizer_state`` (the training envs' observation statistics) is loaded frozen.
     With ``frames`` given, env 0's rendered frames are appended to it (for videos).
@@ -37,6 +53,12 @@ def evaluate(
     """
     render = frames is not None or recorder is not None
     envs = make_vector_env(env_cfg, seed=seed, num_envs=episodes, evaluation=True, render=render)
+    try:
+        check_epsilon(epsilon, envs.spec)
+    except ConfigError:
+        envs.close()
+        raise
+    rng = np.random.default_rng(seed)
 
     def record(action: np.ndarray | None, reward: float) -> None:
         frame = envs.render_first()
@@ -60,6 +82,10 @@ def evaluate(
         while np.isnan(returns).any():
             action, _, state = agent.act(obs[:, None], state, is_first, deterministic)
             actions = action[:, 0].cpu().numpy()
+            if epsilon > 0:
+                explore = rng.random(episodes) < epsilon
+                random = rng.integers(envs.spec.num_actions, size=episodes)
+                actions = np.where(explore, random, actions).astype(actions.dtype)
             res = envs.step(actions)
             if render and np.isnan(returns[0]):
                 record(actions[0], float(res.reward[0]))

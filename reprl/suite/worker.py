@@ -67,6 +67,7 @@ def train_and_score(overrides: list[str], episodes: int | None) -> dict[str, Any
             saved_cfg.eval.deterministic,
             seed=saved_cfg.seed + EVAL_SEED_OFFSET,
             normalizer_state=norm,
+            epsilon=saved_cfg.eval.epsilon,
         )
         source = "checkpoint"
     return {
