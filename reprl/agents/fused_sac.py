@@ -49,7 +49,7 @@ from typing import Any
 import torch
 
 from reprl.agents.given_grads import Part, hand_written
-from reprl.models import kernels
+from reprl.models import kernels, native
 from reprl.models.actor_q import squashed_gaussian
 from reprl.models.layers import tanh
 
@@ -305,11 +305,19 @@ def _critic_part(
     feat_grad = torch.zeros_like(feat_value) if feat.requires_grad else None
     for j, (acts, layers) in enumerate(zip(critic_acts, nets.critic_layers, strict=True)):
         g = grad_q[j][:, None]
+        head = n > 1 and native.available() and acts[n - 1].is_contiguous()
         for i in reversed(range(n)):
-            if i < n - 1:  # through the ReLU, in place
-                kernels._relu_backward(g, acts[i + 1], out=g)
+            if head and i == n - 1:  # the Q layer and the ReLU below it: one C pass
+                g, db = native.q_head_backward(
+                    grad_q[j], layers[i][0], acts[i], w_grads[i][j], b_grads[i - 1][j]
+                )
+                b_grads[i][j].fill_(db)
+                continue
+            if not (head and i == n - 2):  # (the C pass did these)
+                if i < n - 1:  # through the ReLU, in place
+                    kernels._relu_backward(g, acts[i + 1], out=g)
+                torch.sum(g, 0, keepdim=True, out=b_grads[i][j])
             torch.mm(acts[i].t(), g, out=w_grads[i][j])
-            torch.sum(g, 0, keepdim=True, out=b_grads[i][j])
             if i > 0:
                 g = _input_grad(g, layers[i][0])
             elif feat_grad is not None:
