@@ -12,6 +12,7 @@ import torch
 
 from reprl.agents import fused_sac
 from reprl.models import native
+from reprl.models.actor_q import squashed_gaussian
 from tests.test_fused_sac import losses_and_grads, perturb_target, sac, windows
 
 needs_native = pytest.mark.skipif(native.library() is None, reason="no C compiler here")
@@ -40,6 +41,22 @@ def test_q_head_backward_equals_torch(rows: int, width: int) -> None:
     torch.testing.assert_close(dw, h.t() @ g[:, None], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(db, ref.sum(0, keepdim=True), rtol=1e-5, atol=1e-5)
     assert db_out == pytest.approx(g.sum().item(), rel=1e-5, abs=1e-5)
+
+
+@needs_native
+@pytest.mark.parametrize("dim", [1, 3])
+def test_squashed_gaussian_equals_torch(dim: int) -> None:
+    gen = torch.Generator().manual_seed(dim)
+    out = torch.randn(64, 2 * dim, generator=gen) * 4  # log-stds beyond both bounds
+    out[0, 0] = 30.0  # |u| large: softplus(-2u) in its linear part, tanh saturated
+    out[1, 0] = -30.0
+    eps = torch.randn(64, dim, generator=gen)
+    action, log_prob, std = native.squashed_gaussian(out, eps, -5.0, 2.0)
+    mean, raw = out.chunk(2, dim=-1)
+    ref = squashed_gaussian(mean, raw.clamp(-5.0, 2.0), eps)
+    torch.testing.assert_close(action, ref[0])
+    torch.testing.assert_close(log_prob, ref[1], rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(std, ref[2])
 
 
 @needs_native

@@ -33,3 +33,35 @@ float reprl_q_head_backward(const float *restrict g, const float *restrict w,
     return db_out;
 }
 
+
+/* SAC's tanh-Gaussian sample and its log-probability, for rows of the actor's output
+ * out (B, 2A) (row stride ld: the means in columns [0, A), the raw log-stds in [A, 2A))
+ * and noise eps (B, A): log_std = clamp(raw, lo, hi), std = exp(log_std),
+ * u = mean + std eps, action = tanh(u) and
+ * log_prob = sum_a (-eps^2 / 2 - log_std - log(2 pi) / 2 - 2 (log 2 - u - softplus(-2 u))),
+ * softplus as PyTorch's (linear above 20). Writes action and std (B, A), log_prob (B). */
+void reprl_squashed_gaussian(const float *restrict out, int ld, const float *restrict eps,
+                             float lo, float hi, float *restrict action,
+                             float *restrict std, float *restrict log_prob, int rows,
+                             int dim) {
+    const float half_log_2pi = 0.918938533204672742f;
+    const float log_2 = 0.693147180559945309f;
+    for (int i = 0; i < rows; i++) {
+        const float *o = out + (size_t)i * ld;
+        float lp = 0.f;
+        for (int a = 0; a < dim; a++) {
+            const size_t k = (size_t)i * dim + a;
+            const float raw = o[dim + a];
+            const float ls = raw < lo ? lo : (raw > hi ? hi : raw);
+            const float s = expf(ls);
+            const float e = eps[k];
+            const float u = o[a] + s * e;
+            const float x = -2.f * u;
+            const float softplus = x > 20.f ? x : log1pf(expf(x));
+            action[k] = tanhf(u);
+            std[k] = s;
+            lp += -0.5f * e * e - ls - half_log_2pi - 2.f * (log_2 - u - softplus);
+        }
+        log_prob[i] = lp;
+    }
+}
