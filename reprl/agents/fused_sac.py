@@ -307,9 +307,10 @@ def _critic_part(
     w_grads = [torch.empty_like(w) for w in nets.critic_w]
     b_grads = [torch.empty_like(b) for b in nets.critic_b]
     feat_grad = torch.zeros_like(feat_value) if feat.requires_grad else None
+    native_head = n > 1 and native.available()
     for j, (acts, layers) in enumerate(zip(critic_acts, nets.critic_layers, strict=True)):
         g = grad_q[j][:, None]
-        head = n > 1 and native.available() and acts[n - 1].is_contiguous()
+        head = native_head and acts[n - 1].is_contiguous()
         for i in reversed(range(n)):
             if head and i == n - 1:  # the Q layer and the ReLU below it: one C pass
                 g, db = native.q_head_backward(

@@ -53,11 +53,6 @@ def evaluate(
     """
     render = frames is not None or recorder is not None
     envs = make_vector_env(env_cfg, seed=seed, num_envs=episodes, evaluation=True, render=render)
-    try:
-        check_epsilon(epsilon, envs.spec)
-    except ConfigError:
-        envs.close()
-        raise
     rng = np.random.default_rng(seed)
 
     def record(action: np.ndarray | None, reward: float) -> None:
@@ -69,6 +64,7 @@ def evaluate(
 
     start = time.perf_counter()
     try:
+        check_epsilon(epsilon, envs.spec)
         if normalizer_state is not None:
             envs.load_normalizer_state(normalizer_state)
         envs.set_training(False)
