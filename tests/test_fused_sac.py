@@ -67,6 +67,7 @@ def losses_and_grads(agent, mb, fused: bool, keep: str | None):
         (["agent.autotune=false", "agent.alpha=0.2"], 1),
         ([], 3),
         (["model.backbone.hidden_sizes=[32]"], 1),  # features with a graph (a backbone)
+        (["model.backbone.hidden_sizes=[6]"], 1),  # ... narrow enough for the C kernels
         (
             [
                 "model.policy.actor_hidden=[24,24,24]",
@@ -77,7 +78,14 @@ def losses_and_grads(agent, mb, fused: bool, keep: str | None):
             1,
         ),
     ],
-    ids=["sac_pendulum", "fixed-alpha", "nstep", "backbone", "deep-3-critics-clamped"],
+    ids=[
+        "sac_pendulum",
+        "fixed-alpha",
+        "nstep",
+        "backbone",
+        "narrow-backbone",
+        "deep-3-critics-clamped",
+    ],
 )
 @pytest.mark.parametrize("keep", [None, "loss_rl_critic", "loss_rl_actor", "loss_rl_alpha"])
 def test_fused_step_equals_autograd(extra: list[str], n_step: int, keep: str | None) -> None:

@@ -27,20 +27,126 @@ def fresh_library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     native.library.cache_clear()
 
 
+SHAPES = [(256, 256), (7, 33), (1, 1), (5, 40)]
+"""(rows, width): full 32-column blocks, 8-column blocks with a scalar tail, one column."""
+
+
+def _relu_out(rows: int, width: int, gen: torch.Generator) -> torch.Tensor:
+    """A ReLU's output: zeros included."""
+    return torch.randn(rows, width, generator=gen).relu_()
+
+
+def close(a: torch.Tensor, b: torch.Tensor) -> None:
+    """Equal up to float32 rounding (the C loops sum in another order than PyTorch's)."""
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 @needs_native
-@pytest.mark.parametrize("rows, width", [(256, 256), (7, 33), (1, 1)])
-def test_q_head_backward_equals_torch(rows: int, width: int) -> None:
-    gen = torch.Generator().manual_seed(rows)
-    g = torch.randn(rows, generator=gen)
-    w = torch.randn(width, 1, generator=gen)
-    h = torch.randn(rows, width, generator=gen).relu_()  # a ReLU's output: zeros included
-    dw, db = torch.empty(width, 1), torch.empty(1, width)
-    gh, db_out = native.q_head_backward(g, w, h, dw, db)
-    ref = (g[:, None] * w.view(1, -1)) * (h > 0)
-    torch.testing.assert_close(gh, ref)
-    torch.testing.assert_close(dw, h.t() @ g[:, None], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(db, ref.sum(0, keepdim=True), rtol=1e-5, atol=1e-5)
-    assert db_out == pytest.approx(g.sum().item(), rel=1e-5, abs=1e-5)
+@pytest.mark.parametrize("rows, width", SHAPES)
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("k2", [0, 1])
+def test_narrow_forward_equals_torch(rows: int, width: int, relu: bool, k2: int) -> None:
+    gen = torch.Generator().manual_seed(rows * width)
+    x1 = torch.randn(rows, 5, generator=gen)[:, 1:4]  # a column slice: row stride 5
+    x2 = torch.randn(rows, k2, generator=gen) if k2 else None
+    x = x1 if x2 is None else torch.cat([x1, x2], -1)
+    b = torch.randn(width, generator=gen)
+    w = torch.randn(x.shape[1], width, generator=gen)  # (K, H)
+    w_linear = torch.randn(width, x.shape[1], generator=gen)  # nn.Linear's (H, K)
+    for weight in (w, w_linear.t()):
+        ref = torch.addmm(b, x, weight)
+        ref = ref.relu() if relu else ref
+        close(native.narrow_forward(x1, x2, weight, b, relu), ref)
+
+
+@needs_native
+@pytest.mark.parametrize("rows, width", SHAPES)
+@pytest.mark.parametrize("outs", [1, 2, 3])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_relu_head_equals_torch(rows: int, width: int, outs: int, with_bias: bool) -> None:
+    gen = torch.Generator().manual_seed(rows + outs)
+    pre = torch.randn(rows, width, generator=gen)
+    pre[0, 0] = float("nan")  # kept, as torch.relu keeps it
+    w, b = torch.randn(outs, width, generator=gen), torch.randn(outs, generator=gen)
+    bias = torch.randn(width, generator=gen) if with_bias else None
+    hidden = (pre + bias if with_bias else pre).relu()
+    h = pre.clone()
+    out = native.relu_head(h, w, b, bias)
+    torch.testing.assert_close(h, hidden, equal_nan=True)
+    close(out[1:], torch.addmm(b, hidden, w.t())[1:])
+    assert out[0].isnan().all()
+
+
+@needs_native
+@pytest.mark.parametrize("rows, width", SHAPES)
+@pytest.mark.parametrize("outs", [1, 2, 3])
+@pytest.mark.parametrize("select", [False, True])
+def test_head_backward_equals_torch(rows: int, width: int, outs: int, select: bool) -> None:
+    gen = torch.Generator().manual_seed(rows * outs)
+    g_all = torch.randn(rows, outs + 1, generator=gen)[:, :outs]  # row stride outs + 1
+    w = torch.randn(outs, width, generator=gen)
+    h_all = _relu_out(rows + 3, width, gen)
+    idx = torch.randperm(rows + 3, generator=gen)[:rows] if select else None
+    h = h_all[idx] if select else h_all[:rows]
+    dw, db_h, db_out = torch.empty(outs, width), torch.empty(width), torch.empty(outs)
+    gh = native.head_backward(
+        g_all, w, h_all if select else h, idx, dw=dw, db_h=db_h, db_out=db_out
+    )
+    ref = torch.ops.aten.threshold_backward(g_all @ w, h, 0)
+    close(gh, ref)
+    close(dw, g_all.t() @ h)
+    close(db_h, ref.sum(0))
+    close(db_out, g_all.sum(0))
+    # the outputs not asked for are skipped
+    close(native.head_backward(g_all, w, h_all if select else h, idx), ref)
+
+
+@needs_native
+@pytest.mark.parametrize("rows, width", SHAPES)
+@pytest.mark.parametrize("select", [False, True])
+@pytest.mark.parametrize("linear_layout", [False, True])
+def test_relu_narrow_backward_equals_torch(
+    rows: int, width: int, select: bool, linear_layout: bool
+) -> None:
+    gen = torch.Generator().manual_seed(rows * width + select)
+    total = rows + 2
+    x1 = torch.randn(total, 3, generator=gen)
+    x2 = torch.randn(total, 1, generator=gen)
+    h = _relu_out(total, width, gen)
+    g = torch.randn(rows, width, generator=gen)
+    w = torch.randn(4, width, generator=gen)
+    idx = torch.randperm(total, generator=gen)[:rows] if select else None
+    rows_of = (lambda t: t[idx]) if select else (lambda t: t[:rows])
+    gm = torch.ops.aten.threshold_backward(g, rows_of(h), 0)
+    x = torch.cat([rows_of(x1), rows_of(x2)], -1)
+    dw = torch.empty(width, 4).t() if linear_layout else torch.empty(4, width)
+    db = torch.empty(width)
+    dx = torch.full((total, 1), 0.5)  # added to
+    native.relu_narrow_backward(
+        g, h if select else h[:rows], x1 if select else x1[:rows], x2 if select else x2[:rows],
+        idx, dw=dw, db=db, w=w, kfrom=3, dx=dx,
+    )  # fmt: skip
+    close(dw, x.t() @ gm)
+    close(db, gm.sum(0))
+    ref_dx = torch.full((total, 1), 0.5)
+    ref_dx[idx if select else slice(0, rows)] += gm @ w[3:].t()
+    close(dx, ref_dx)
+
+
+@needs_native
+def test_squashed_gaussian_backward_equals_autograd() -> None:
+    gen = torch.Generator().manual_seed(0)
+    rows, dim, lo, hi, alpha = 64, 2, -5.0, 2.0, 0.3
+    out = (torch.randn(rows, 2 * dim, generator=gen) * 4).requires_grad_()
+    eps = torch.randn(rows, dim, generator=gen)
+    q_grad = torch.randn(rows, dim, generator=gen)  # dL/da~ from the critics
+    mean, raw = out.chunk(2, dim=-1)
+    action, log_prob, _ = squashed_gaussian(mean, raw.clamp(lo, hi), eps)
+    ((alpha * log_prob).mean() + (action * q_grad).sum()).backward()
+    with torch.no_grad():
+        action, _, std = native.squashed_gaussian(out.detach(), eps, lo, hi)
+        g = native.squashed_gaussian_backward(q_grad, action, std, eps, out, lo, hi, alpha / rows)
+    close(g, out.grad)
 
 
 @needs_native

@@ -78,6 +78,11 @@ class Nets:
     Polyak averaging, ``load_state_dict``)."""
     critic_layers: list[list[tuple[torch.Tensor, torch.Tensor]]] = field(init=False, repr=False)
     """Each critic's layers as such views."""
+    critic_heads: list[torch.Tensor] = field(init=False, repr=False)
+    """Each critic's Q layer weight as a ``(1, H)`` view (the C kernels' layout)."""
+    native: bool = field(init=False, repr=False)
+    """Whether the shapes suit the C kernels (:mod:`reprl.models.native`): narrow inputs (at
+    most ``native.NARROW`` features and actions), heads of at most 8 outputs, 2+ layers."""
 
     def __post_init__(self) -> None:
         with torch.no_grad():
@@ -87,6 +92,14 @@ class Nets:
                 [kernels._mlp_layer(critics, i, j, True) for i in range(len(self.critic_w))]
                 for j in range(self.critic_w[0].shape[0])
             ]
+            self.critic_heads = [layers[-1][0].t() for layers in self.critic_layers]
+        self.native = (
+            len(self.actor_w) > 1
+            and len(self.critic_w) > 1
+            and self.critic_w[0].shape[1] <= native.NARROW
+            and self.actor_w[-1].shape[0] <= 8
+            and all(w.is_contiguous() for w in (*self.actor_w, *self.critic_w))
+        )
 
     @classmethod
     def of(cls, policy: torch.nn.Module) -> Nets | None:
@@ -126,6 +139,39 @@ def _chain(weights: list[torch.Tensor], biases: list[torch.Tensor]) -> tuple[tor
     """Layers' parameters interleaved ``(w0, b0, w1, b1, ...)``, as
     :func:`reprl.models.kernels._mlp_chain` takes them."""
     return tuple(p for pair in zip(weights, biases, strict=True) for p in pair)
+
+
+def _forward(
+    layers: list[tuple[torch.Tensor, torch.Tensor]],
+    head: torch.Tensor,
+    x1: torch.Tensor,
+    x2: torch.Tensor | None,
+    fast: bool,
+) -> list[torch.Tensor]:
+    """A ReLU MLP's layer inputs and outputs ``[x, h1, ..., out]`` on ``x = cat([x1, x2])``
+    (``x1`` alone without ``x2``). ``fast``: the narrow first layer and the head (with the ReLU
+    below it, ``head`` its ``(M, H)`` weight) by C kernels, from ``x1`` and ``x2`` without
+    concatenating them (``x`` is then None); the products between stay PyTorch's."""
+    if not fast:
+        x = x1 if x2 is None else torch.cat([x1, x2.to(x1.dtype)], dim=-1)
+        return kernels._chain_forward(x, layers, False)
+    (w, b), *rest = layers
+    h = native.narrow_forward(x1, x2, w, b, True)
+    acts: list[Any] = [None, h]
+    bias = None
+    for i, (w, b) in enumerate(rest[:-1]):
+        if i < len(rest) - 2 or kernels._large(w, h.shape[0], kernels.FUSED_MIN_MACS):
+            h = kernels._mlp_forward_layer(h, w, b, i < len(rest) - 2)
+        else:  # the last hidden layer's bias and ReLU in the head's kernel (no bias copy)
+            h, bias = torch.mm(h, w), b
+        acts.append(h)
+    acts.append(native.relu_head(h, head, rest[-1][1], bias))
+    return acts
+
+
+def _fast(nets: Nets, *inputs: torch.Tensor) -> bool:
+    """Whether this step takes the C kernels (:attr:`Nets.native`, compiled, float32 inputs)."""
+    return nets.native and native.available() and all(x.dtype == torch.float32 for x in inputs)
 
 
 def _sample(out: torch.Tensor, eps: torch.Tensor, nets: Nets, with_log_prob: bool = True):
@@ -241,13 +287,16 @@ def sac_losses(
     eps = torch.randn(rows, action.shape[1], dtype=feat.dtype) if actor_step else None
     # The second thread takes the next actions first (the critics' part waits for them only
     # after its own forward) and then the actor's part: ~7 and ~8 products on each side.
-    boot = _on(parallel, _next_actions, nets, feat_boot, eps_boot)
+    fast = _fast(nets, feat, feat_boot, target_boot, action)
+    boot = _on(parallel, _next_actions, nets, feat_boot, eps_boot, fast)
     actor = None
     if eps is not None:
-        actor = _on(parallel, _actor_part, nets, feat_value, eps, alpha, log_alpha, target_entropy)
+        actor = _on(
+            parallel, _actor_part, nets, feat_value, eps, alpha, log_alpha, target_entropy, fast
+        )
     try:
         parts, info = _critic_part(
-            nets, target_nets, feat, target_boot, action, returns, discount, boot, alpha
+            nets, target_nets, feat, target_boot, action, returns, discount, boot, alpha, fast
         )
     finally:
         # never leave the second thread working on this step's tensors
@@ -259,10 +308,10 @@ def sac_losses(
 
 
 def _next_actions(
-    nets: Nets, feat_boot: torch.Tensor, eps: torch.Tensor
+    nets: Nets, feat_boot: torch.Tensor, eps: torch.Tensor, fast: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(a', log pi(a'|s'))``: the online actor's sample on the bootstrap features."""
-    acts = kernels._chain_forward(feat_boot, nets.actor_layers, False)
+    acts = _forward(nets.actor_layers, nets.actor_w[-1], feat_boot, None, fast)
     next_action, next_log_prob, _, _ = _sample(acts[-1], eps, nets)
     return next_action, next_log_prob
 
@@ -277,23 +326,27 @@ def _critic_part(
     discount: torch.Tensor,
     boot: Any,
     alpha: float,
+    fast: bool,
 ) -> tuple[dict[str, Part], dict[str, torch.Tensor]]:
     """The critic loss with its gradients (and into ``feat`` where it has a graph);
     ``boot``'s ``result()`` gives :func:`_next_actions`."""
     rows, dim = feat.shape
     feat_value = feat.detach()
     # critics on (s, a): one forward per critic
-    x = torch.cat([feat_value, action.to(feat.dtype)], dim=-1)
-    critic_acts = [kernels._chain_forward(x, layers, False) for layers in nets.critic_layers]
+    critic_acts = [
+        _forward(layers, head, feat_value, action, fast)
+        for layers, head in zip(nets.critic_layers, nets.critic_heads, strict=True)
+    ]
     q = torch.stack([acts[-1][:, 0] for acts in critic_acts])  # (k, B)
 
     # target: y = R + discount (min_j Q'_j(s', a') - alpha log pi(a'|s'))
     next_action, next_log_prob = boot.result()
-    x_next = torch.cat([target_boot, next_action.to(target_boot.dtype)], dim=-1)
     next_q = torch.stack(
         [
-            kernels._chain_forward(x_next, layers, False)[-1][:, 0]
-            for layers in target_nets.critic_layers
+            _forward(layers, head, target_boot, next_action, fast)[-1][:, 0]
+            for layers, head in zip(
+                target_nets.critic_layers, target_nets.critic_heads, strict=True
+            )
         ]
     )
     target_q = returns + discount * (next_q.min(0).values - alpha * next_log_prob)
@@ -307,21 +360,28 @@ def _critic_part(
     w_grads = [torch.empty_like(w) for w in nets.critic_w]
     b_grads = [torch.empty_like(b) for b in nets.critic_b]
     feat_grad = torch.zeros_like(feat_value) if feat.requires_grad else None
-    native_head = n > 1 and native.available()
     for j, (acts, layers) in enumerate(zip(critic_acts, nets.critic_layers, strict=True)):
-        g = grad_q[j][:, None]
-        head = native_head and acts[n - 1].is_contiguous()
-        for i in reversed(range(n)):
-            if head and i == n - 1:  # the Q layer and the ReLU below it: one C pass
-                g, db = native.q_head_backward(
-                    grad_q[j], layers[i][0], acts[i], w_grads[i][j], b_grads[i - 1][j]
-                )
-                b_grads[i][j].fill_(db)
-                continue
-            if not (head and i == n - 2):  # (the C pass did these)
-                if i < n - 1:  # through the ReLU, in place
+        if fast:  # the head, the first layer and the ReLUs next to them by C kernels
+            g = native.head_backward(
+                grad_q[j].view(rows, 1), nets.critic_heads[j], acts[n - 1],
+                dw=w_grads[n - 1][j], db_h=b_grads[n - 2][j], db_out=b_grads[n - 1][j],
+            )  # fmt: skip
+            for i in range(n - 2, 0, -1):
+                if i < n - 2:
                     kernels._relu_backward(g, acts[i + 1], out=g)
-                torch.sum(g, 0, keepdim=True, out=b_grads[i][j])
+                    torch.sum(g, 0, keepdim=True, out=b_grads[i][j])
+                torch.mm(acts[i].t(), g, out=w_grads[i][j])
+                g = torch.mm(g, layers[i][0].t())
+            native.relu_narrow_backward(
+                g, acts[1], feat_value, action, dw=w_grads[0][j], db=b_grads[0][j],
+                w=layers[0][0], dx=feat_grad,
+            )  # fmt: skip
+            continue
+        g = grad_q[j][:, None]
+        for i in reversed(range(n)):
+            if i < n - 1:  # through the ReLU, in place
+                kernels._relu_backward(g, acts[i + 1], out=g)
+            torch.sum(g, 0, keepdim=True, out=b_grads[i][j])
             torch.mm(acts[i].t(), g, out=w_grads[i][j])
             if i > 0:
                 g = _input_grad(g, layers[i][0])
@@ -339,14 +399,17 @@ def _actor_part(
     alpha: float,
     log_alpha: torch.Tensor | None,
     target_entropy: float,
+    fast: bool,
 ) -> tuple[dict[str, Part], dict[str, torch.Tensor]]:
     """The actor's loss ``mean(alpha log pi - min_j Q_j(s, a~))`` through ``a~ = tanh(u)``
     with the critics as constants, and the entropy coefficient's, with their gradients."""
     rows, dim = feat.shape
-    acts_pi = kernels._chain_forward(feat, nets.actor_layers, False)
+    acts_pi = _forward(nets.actor_layers, nets.actor_w[-1], feat, None, fast)
     pi_action, log_prob, std, raw = _sample(acts_pi[-1], eps, nets)
-    x = torch.cat([feat, pi_action], dim=-1)
-    critic_acts = [kernels._chain_forward(x, layers, False) for layers in nets.critic_layers]
+    critic_acts = [
+        _forward(layers, head, feat, pi_action, fast)
+        for layers, head in zip(nets.critic_layers, nets.critic_heads, strict=True)
+    ]
     q_pi, which = torch.stack([acts[-1][:, 0] for acts in critic_acts]).min(0)
     actor_loss = (alpha * log_prob - q_pi).mean()
 
@@ -358,6 +421,16 @@ def _actor_part(
     for j, (acts, layers) in enumerate(zip(critic_acts, nets.critic_layers, strict=True)):
         sel = (which == j).nonzero()[:, 0]
         g = torch.full((sel.shape[0], 1), -1.0 / rows, dtype=feat.dtype)
+        if fast:  # rows picked inside the kernels, no copies of them
+            g = native.head_backward(g, nets.critic_heads[j], acts[n - 1], sel)
+            for i in range(n - 2, 0, -1):
+                if i < n - 2:
+                    kernels._relu_backward(g, acts[i + 1].index_select(0, sel), out=g)
+                g = torch.mm(g, layers[i][0].t())
+            native.relu_narrow_backward(
+                g, acts[1], feat, pi_action, sel, w=layers[0][0], kfrom=dim, dx=grad_a
+            )
+            continue
         for i in reversed(range(n)):
             if i < n - 1:
                 kernels._relu_backward(g, acts[i + 1].index_select(0, sel), out=g)
@@ -365,22 +438,27 @@ def _actor_part(
                 g = _input_grad(g, layers[i][0])
             else:
                 grad_a.index_add_(0, sel, g @ layers[0][0][dim:].t())
-    grad_u = grad_a.mul_(1.0 - pi_action.square()).add_(pi_action, alpha=2.0 * alpha / rows)
-    in_clamp = (raw >= nets.log_std_min) & (raw <= nets.log_std_max)
-    grad_log_std = (grad_u * std * eps).sub_(alpha / rows).mul_(in_clamp)
-    g = torch.cat([grad_u, grad_log_std], dim=-1)
     m = len(nets.actor_w)
-    w_grads: list[torch.Tensor] = [g] * m
-    b_grads: list[torch.Tensor] = [g] * m
-    for i in reversed(range(m)):
-        if i < m - 1:
-            kernels._relu_backward(g, acts_pi[i + 1], out=g)
-        # the narrow first layer's (3 -> 256) comes as a transposed view (MKL's faster
-        # layout, ~150 us less): copied once (3 KiB), as fused_td does
-        w_grads[i] = kernels._mlp_weight_grad(g, acts_pi[i], False, False).contiguous()
-        b_grads[i] = g.sum(0)
-        if i > 0:
-            g = torch.mm(g, nets.actor_w[i])
+    if fast:
+        w_grads, b_grads = _actor_backward_fast(
+            nets, acts_pi, feat, grad_a, pi_action, std, eps, alpha / rows
+        )
+    else:
+        grad_u = grad_a.mul_(1.0 - pi_action.square()).add_(pi_action, alpha=2.0 * alpha / rows)
+        in_clamp = (raw >= nets.log_std_min) & (raw <= nets.log_std_max)
+        grad_log_std = (grad_u * std * eps).sub_(alpha / rows).mul_(in_clamp)
+        g = torch.cat([grad_u, grad_log_std], dim=-1)
+        w_grads = [g] * m
+        b_grads = [g] * m
+        for i in reversed(range(m)):
+            if i < m - 1:
+                kernels._relu_backward(g, acts_pi[i + 1], out=g)
+            # the narrow first layer's (3 -> 256) comes as a transposed view (MKL's faster
+            # layout, ~150 us less): copied once (3 KiB), as fused_td does
+            w_grads[i] = kernels._mlp_weight_grad(g, acts_pi[i], False, False).contiguous()
+            b_grads[i] = g.sum(0)
+            if i > 0:
+                g = torch.mm(g, nets.actor_w[i])
     params = [*nets.actor_w, *nets.actor_b]
     parts = {"loss_rl_actor": (actor_loss, params, [*w_grads, *b_grads], None, None)}
     info = {"stats/entropy": -log_prob.mean()}
@@ -388,3 +466,35 @@ def _actor_part(
         gap = (log_prob + target_entropy).mean()
         parts["loss_rl_alpha"] = (-log_alpha.detach() * gap, [log_alpha], [-gap], None, None)
     return parts, info
+
+
+def _actor_backward_fast(
+    nets: Nets,
+    acts: list[torch.Tensor],
+    feat: torch.Tensor,
+    grad_a: torch.Tensor,
+    action: torch.Tensor,
+    std: torch.Tensor,
+    eps: torch.Tensor,
+    c: float,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The actor's weight and bias gradients from ``grad_a = dL/da~``, through the sample,
+    the head and the first layer by C kernels (``c = alpha / B``)."""
+    m = len(nets.actor_w)
+    w_grads = [torch.empty_like(w) for w in nets.actor_w]
+    b_grads = [torch.empty_like(b) for b in nets.actor_b]
+    out = acts[-1]
+    g = native.squashed_gaussian_backward(
+        grad_a, action, std, eps, out, nets.log_std_min, nets.log_std_max, c
+    )
+    g = native.head_backward(
+        g, nets.actor_w[-1], acts[m - 1], dw=w_grads[-1], db_h=b_grads[-2], db_out=b_grads[-1]
+    )
+    for i in range(m - 2, 0, -1):
+        if i < m - 2:
+            kernels._relu_backward(g, acts[i + 1], out=g)
+            torch.sum(g, 0, out=b_grads[i])
+        torch.mm(g.t(), acts[i], out=w_grads[i])
+        g = torch.mm(g, nets.actor_w[i])
+    native.relu_narrow_backward(g, acts[1], feat, None, dw=w_grads[0].t(), db=b_grads[0])
+    return w_grads, b_grads

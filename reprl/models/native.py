@@ -25,6 +25,7 @@ import subprocess
 import tempfile
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -46,6 +47,28 @@ def _cpu_flags() -> str:
     except OSError:
         pass
     return platform.processor()
+
+
+_P, _I, _F = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
+_SIGNATURES: dict[str, tuple[list[Any], Any]] = {
+    "reprl_narrow_forward": ([_P, _I, _I, _P, _I, _I, _P, _I, _P, _P, _I, _I, _I], _I),
+    "reprl_relu_head": ([_P, _P, _I, _I, _P, _P, _P, _I, _I], None),
+    "reprl_head_backward": ([_P, _I, _I, _P, _P, _P, _P, _I, _I, _P, _P, _P], None),
+    "reprl_relu_narrow_backward": (
+        [_P, _I, _P, _P, _I, _I, _P, _I, _I, _P, _I, _I, _P, _I, _P, _P, _I, _I, _P, _I],
+        _I,
+    ),
+    "reprl_squashed_gaussian": ([_P, _I, _P, _F, _F, _P, _P, _P, _I, _I], None),
+    "reprl_squashed_gaussian_backward": ([_P] * 5 + [_I, _F, _F, _F, _P, _I, _I], None),
+}
+"""Each kernel's argument and result types (``ctypes``)."""
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    """Give the library's functions their :data:`_SIGNATURES`."""
+    for name, (args, result) in _SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = args, result
 
 
 @functools.cache
@@ -80,35 +103,13 @@ def library() -> ctypes.CDLL | None:
     except OSError as exc:  # e.g. a cache shared with another machine kind
         log.warning("reprl: C kernels not loaded (%s); using PyTorch ops", exc)
         return None
-    fn = lib.reprl_q_head_backward
-    fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int] * 2
-    fn.restype = ctypes.c_float
-    fn = lib.reprl_squashed_gaussian
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_float, ctypes.c_float]
-    fn.argtypes += [ctypes.c_void_p] * 3 + [ctypes.c_int] * 2
-    fn.restype = None
+    _declare(lib)
     return lib
 
 
 def available() -> bool:
     """Whether the kernels are enabled and compiled."""
     return ENABLED and library() is not None
-
-
-def q_head_backward(
-    g: torch.Tensor, w: torch.Tensor, h: torch.Tensor, dw: torch.Tensor, db: torch.Tensor
-) -> tuple[torch.Tensor, float]:
-    """The backward of a 1-wide output layer ``q = h @ w + b`` and of the ReLU that made
-    ``h (B, H)``, from ``g = dL/dq (B,)``: returns ``(dL/d(pre-ReLU) (B, H), dL/db)`` and
-    writes ``dL/dw`` into ``dw`` (``H`` elements) and the hidden layer's bias gradient (the
-    column sums of the first result) into ``db``. Contiguous float32 CPU tensors only
-    (callers check); :func:`library` must not be None."""
-    lib = library()
-    assert lib is not None
-    gh = torch.empty_like(h)
-    rows, width = h.shape
-    ptrs = (t.data_ptr() for t in (g, w, h, gh, dw, db))
-    return gh, lib.reprl_q_head_backward(*ptrs, rows, width)
 
 
 def squashed_gaussian(
@@ -128,3 +129,159 @@ def squashed_gaussian(
         action.data_ptr(), std.data_ptr(), log_prob.data_ptr(), rows, dim,
     )  # fmt: skip
     return action, log_prob, std
+
+
+NARROW = 16
+"""The widest input :func:`narrow_forward` and :func:`relu_narrow_backward` take."""
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _cols(x: torch.Tensor | None) -> torch.Tensor | None:
+    """A 2-D input with contiguous columns (itself, or a copy)."""
+    return x if x is None or x.shape[1] <= 1 or x.stride(1) == 1 else x.contiguous()
+
+
+def _rows(x: torch.Tensor | None) -> tuple[int | None, int, int]:
+    """``(pointer, row stride, columns)`` of a 2-D input whose columns are contiguous
+    (:func:`_cols`)."""
+    if x is None:
+        return None, 0, 0
+    return x.data_ptr(), x.stride(0), x.shape[1]
+
+
+def _check(status: int) -> None:
+    if status != 0:
+        raise MemoryError("reprl: a C kernel could not allocate its scratch memory")
+
+
+def narrow_forward(
+    x1: torch.Tensor,
+    x2: torch.Tensor | None,
+    w: torch.Tensor,
+    b: torch.Tensor,
+    relu: bool,
+) -> torch.Tensor:
+    """A dense layer on a narrow input, ``[relu](cat([x1, x2], -1) @ w + b)`` in one pass
+    without the concatenation: ``x1 (B, K1)``, ``x2 (B, K2)`` (or None) with contiguous
+    columns, ``K1 + K2 <= NARROW``; ``w (K, H)`` as a contiguous tensor or as the transposed
+    view of a contiguous ``(H, K)`` one (``nn.Linear``'s layout); ``b (H,)`` contiguous."""
+    lib = library()
+    assert lib is not None
+    out = x1.new_empty(x1.shape[0], w.shape[1])
+    x1, x2 = _cols(x1), _cols(x2)
+    p1, ld1, k1 = _rows(x1)
+    p2, ld2, k2 = _rows(x2)
+    _check(
+        lib.reprl_narrow_forward(
+            p1, ld1, k1, p2, ld2, k2, w.data_ptr(), int(not w.is_contiguous()),
+            b.data_ptr(), out.data_ptr(), out.shape[0], out.shape[1], int(relu),
+        )
+    )  # fmt: skip
+    return out
+
+
+def relu_head(
+    h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, hidden_bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``h = relu(h [+ hidden_bias])`` in place on ``h (B, H)`` (contiguous), then a narrow
+    output layer on it: returns ``h @ w^T + b`` ``(B, M)`` for ``w (M, H)``, ``b (M,)``,
+    ``hidden_bias (H,)`` contiguous, ``M <= 8``."""
+    lib = library()
+    assert lib is not None
+    rows, width = h.shape
+    outs = w.shape[0]
+    out = h.new_empty(rows, outs)
+    lib.reprl_relu_head(
+        h.data_ptr(), _ptr(hidden_bias), rows, width, w.data_ptr(), b.data_ptr(),
+        out.data_ptr(), outs, outs,
+    )  # fmt: skip
+    return out
+
+
+def head_backward(
+    g: torch.Tensor,
+    w: torch.Tensor,
+    h: torch.Tensor,
+    idx: torch.Tensor | None = None,
+    dw: torch.Tensor | None = None,
+    db_h: torch.Tensor | None = None,
+    db_out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The backward of a narrow output layer ``y = h @ w^T + b`` (``w (M, H)``, ``M <= 8``) and
+    of the ReLU that made ``h``, from ``g = dL/dy (R, M)`` (contiguous columns; rows of ``h``
+    are ``h[idx]`` with an int64 ``idx (R,)``): returns ``dL/d(pre-ReLU) (R, H)`` and writes,
+    where given, ``dw (M, H)`` = dL/dw, ``db_h (H,)`` = the hidden layer's bias gradient and
+    ``db_out (M,)`` = dL/db. Contiguous float32 CPU tensors otherwise (callers check)."""
+    lib = library()
+    assert lib is not None
+    rows, outs = g.shape
+    gh = h.new_empty(rows, h.shape[1])
+    lib.reprl_head_backward(
+        g.data_ptr(), g.stride(0), outs, w.data_ptr(), h.data_ptr(), _ptr(idx), gh.data_ptr(),
+        rows, h.shape[1], _ptr(dw), _ptr(db_h), _ptr(db_out),
+    )  # fmt: skip
+    return gh
+
+
+def relu_narrow_backward(
+    g: torch.Tensor,
+    h: torch.Tensor,
+    x1: torch.Tensor,
+    x2: torch.Tensor | None,
+    idx: torch.Tensor | None = None,
+    dw: torch.Tensor | None = None,
+    db: torch.Tensor | None = None,
+    w: torch.Tensor | None = None,
+    kfrom: int = 0,
+    dx: torch.Tensor | None = None,
+) -> None:
+    """The backward of a narrow first layer ``y = cat([x1, x2], -1) @ W + b`` and of the ReLU
+    after it (``h = relu(y)``), from ``g = dL/dh (R, H)`` (contiguous columns; rows of ``h``,
+    ``x1`` and ``x2`` are those of an int64 ``idx (R,)`` where given). Writes, where given:
+    ``dw`` = dL/dW ``(K, H)`` (a contiguous tensor, or the transposed view of a contiguous
+    ``(H, K)`` one, ``nn.Linear``'s layout, filled as such); ``db (H,)`` = dL/db; and adds to
+    ``dx (B, C)`` (row ``idx[r]`` or ``r``) the gradient of input columns
+    ``[kfrom, kfrom + C)`` through ``w (K, H)`` (contiguous)."""
+    lib = library()
+    assert lib is not None
+    x1, x2 = _cols(x1), _cols(x2)
+    p1, ld1, k1 = _rows(x1)
+    p2, ld2, k2 = _rows(x2)
+    dw_t = dw is not None and not dw.is_contiguous()
+    _check(
+        lib.reprl_relu_narrow_backward(
+            g.data_ptr(), g.stride(0), h.data_ptr(), _ptr(idx), g.shape[0], h.shape[1],
+            p1, ld1, k1, p2, ld2, k2, _ptr(dw), int(dw_t), _ptr(db),
+            _ptr(w), kfrom, 0 if dx is None else dx.shape[1], _ptr(dx),
+            0 if dx is None else dx.stride(0),
+        )
+    )  # fmt: skip
+
+
+def squashed_gaussian_backward(
+    grad_a: torch.Tensor,
+    action: torch.Tensor,
+    std: torch.Tensor,
+    eps: torch.Tensor,
+    out: torch.Tensor,
+    log_std_min: float,
+    log_std_max: float,
+    c: float,
+) -> torch.Tensor:
+    """The gradient ``(B, 2A)`` into the actor's output ``out`` (means, raw log-stds) of
+    ``L = mean_i (alpha log pi_i - Q_i)`` through :func:`squashed_gaussian`'s sample, from
+    ``grad_a = dL/da~ (B, A)`` (the critics' part) and ``c = alpha / B``: ``du = grad_a (1 -
+    a~^2) + 2 c a~`` for the means, ``du std eps - c`` for the log-stds where their clamp is
+    not active (else 0). Contiguous float32 CPU tensors (callers check)."""
+    lib = library()
+    assert lib is not None
+    rows, dim = grad_a.shape
+    g = grad_a.new_empty(rows, 2 * dim)
+    lib.reprl_squashed_gaussian_backward(
+        grad_a.data_ptr(), action.data_ptr(), std.data_ptr(), eps.data_ptr(), out.data_ptr(),
+        out.stride(0), log_std_min, log_std_max, c, g.data_ptr(), rows, dim,
+    )  # fmt: skip
+    return g
