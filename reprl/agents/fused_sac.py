@@ -81,8 +81,7 @@ class Nets:
     critic_heads: list[torch.Tensor] = field(init=False, repr=False)
     """Each critic's Q layer weight as a ``(1, H)`` view (the C kernels' layout)."""
     native: bool = field(init=False, repr=False)
-    """Whether the shapes suit the C kernels (:mod:`reprl.models.native`): narrow inputs (at
-    most ``native.NARROW`` features and actions), heads of at most 8 outputs, 2+ layers."""
+    """Whether the nets suit the C kernels (:func:`reprl.models.native.fits`)."""
 
     def __post_init__(self) -> None:
         with torch.no_grad():
@@ -93,12 +92,9 @@ class Nets:
                 for j in range(self.critic_w[0].shape[0])
             ]
             self.critic_heads = [layers[-1][0].t() for layers in self.critic_layers]
-        self.native = (
-            len(self.actor_w) > 1
-            and len(self.critic_w) > 1
-            and self.critic_w[0].shape[1] <= native.NARROW
-            and self.actor_w[-1].shape[0] <= 8
-            and all(w.is_contiguous() for w in (*self.actor_w, *self.critic_w))
+        self.native = native.fits(self.actor_layers, self.actor_w[-1]) and all(
+            native.fits(layers, head)
+            for layers, head in zip(self.critic_layers, self.critic_heads, strict=True)
         )
 
     @classmethod
@@ -155,18 +151,7 @@ def _forward(
     if not fast:
         x = x1 if x2 is None else torch.cat([x1, x2.to(x1.dtype)], dim=-1)
         return kernels._chain_forward(x, layers, False)
-    (w, b), *rest = layers
-    h = native.narrow_forward(x1, x2, w, b, True)
-    acts: list[Any] = [None, h]
-    bias = None
-    for i, (w, b) in enumerate(rest[:-1]):
-        if i < len(rest) - 2 or kernels._large(w, h.shape[0], kernels.FUSED_MIN_MACS):
-            h = kernels._mlp_forward_layer(h, w, b, i < len(rest) - 2)
-        else:  # the last hidden layer's bias and ReLU in the head's kernel (no bias copy)
-            h, bias = torch.mm(h, w), b
-        acts.append(h)
-    acts.append(native.relu_head(h, head, rest[-1][1], bias))
-    return acts
+    return native.mlp_forward(layers, head, x1, x2)  # type: ignore[return-value]
 
 
 def _fast(nets: Nets, *inputs: torch.Tensor) -> bool:

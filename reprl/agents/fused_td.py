@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from reprl.agents.given_grads import with_grads
-from reprl.models import kernels
+from reprl.models import kernels, native
 
 FUSED_TD = True
 """Let DQN use :func:`td_loss_node` where it applies (False: always autograd, for A/B)."""
@@ -57,9 +57,21 @@ def td_loss_node(
     """
     need_x = x.requires_grad and torch.is_grad_enabled()
     params = tuple(p for pair in zip(weights, biases, strict=True) for p in pair)
-    n, rows = len(weights), x.shape[0]
+    rows = x.shape[0]
     with torch.no_grad():
-        acts = kernels._mlp_chain(x, params, False, False)[0]  # [x, h1, ..., q]
+        layers = kernels.layer_views(weights, biases)
+        fast = (
+            native.available()
+            and x.dtype == torch.float32
+            and x.dim() == 2
+            and native.fits(layers, weights[-1])
+            and (not need_x or x.shape[1] <= native.NARROW)
+        )
+        if fast:  # the narrow first layer, the head and the ReLUs next to them in C
+            acts = native.mlp_forward(layers, weights[-1], x)
+            acts[0] = x
+        else:
+            acts = kernels._mlp_chain(x, params, False, False)[0]  # [x, h1, ..., q]
         h = acts[-1]
         index = action.long().view(rows, 1)
         q_sa = h.gather(1, index).view(rows)
@@ -80,17 +92,58 @@ def td_loss_node(
             loss = (weight * per_sample).mean()
             slope = slope.mul_(weight).mul_(1.0 / rows)
         g = torch.zeros_like(h).scatter_(1, index, slope.view(rows, 1))
-        grads: list[torch.Tensor] = [g] * (2 * n)  # (w0, b0, w1, b1, ...), filled backwards
-        for i in reversed(range(n)):
-            if i < n - 1:
-                g = kernels._relu_backward(g, acts[i + 1])
-            w, h = weights[i], acts[i]
-            big = kernels._large(w, rows, kernels.FUSED_MIN_MACS)
-            # contiguous: a narrow layer's gradient comes back as a transposed view (4 KiB here)
-            grads[2 * i] = kernels._mlp_weight_grad(g, h, big, False).contiguous()
-            grads[2 * i + 1] = g.sum(0)
-            if i > 0 or need_x:
-                g = kernels._dnn(g, w.t()) if big else torch.mm(g, w)
+        if fast:
+            grads, g = _fast_backward(g, acts, weights, need_x)
+        else:
+            grads, g = _backward(g, acts, weights, need_x)
     if not torch.is_grad_enabled():
         return loss, q_sa
     return with_grads(loss, params, grads, x, g if need_x else None), q_sa
+
+
+def _backward(
+    g: torch.Tensor, acts: list[torch.Tensor], weights: list[torch.Tensor], need_x: bool
+) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """The gradients ``(w0, b0, w1, b1, ...)`` and the input's (``need_x``, else None) from
+    ``g = dL/dq``: the usual chain through each linear layer and ReLU."""
+    n, rows = len(weights), g.shape[0]
+    grads: list[torch.Tensor] = [g] * (2 * n)  # (w0, b0, w1, b1, ...), filled backwards
+    for i in reversed(range(n)):
+        if i < n - 1:
+            g = kernels._relu_backward(g, acts[i + 1])
+        w, h = weights[i], acts[i]
+        big = kernels._large(w, rows, kernels.FUSED_MIN_MACS)
+        # contiguous: a narrow layer's gradient comes back as a transposed view (4 KiB here)
+        grads[2 * i] = kernels._mlp_weight_grad(g, h, big, False).contiguous()
+        grads[2 * i + 1] = g.sum(0)
+        if i > 0 or need_x:
+            g = kernels._dnn(g, w.t()) if big else torch.mm(g, w)
+    return grads, g if need_x else None
+
+
+def _fast_backward(
+    g: torch.Tensor, acts: list[torch.Tensor], weights: list[torch.Tensor], need_x: bool
+) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """The gradients ``(w0, b0, w1, b1, ...)`` and the input's (``need_x``, else None) from
+    ``g = dL/dq``, the head and the first layer with the ReLUs next to them by C kernels
+    (:mod:`reprl.models.native`), the products between by PyTorch."""
+    n = len(weights)
+    w_grads = [torch.empty_like(w) for w in weights]
+    b_grads = [w.new_empty(w.shape[0]) for w in weights]
+    g = native.head_backward(
+        g, weights[-1], acts[n - 1], dw=w_grads[-1], db_h=b_grads[-2], db_out=b_grads[-1]
+    )
+    for i in range(n - 2, 0, -1):
+        if i < n - 2:
+            kernels._relu_backward(g, acts[i + 1], out=g)
+            torch.sum(g, 0, out=b_grads[i])
+        big = kernels._large(weights[i], g.shape[0], kernels.FUSED_MIN_MACS)
+        w_grads[i] = kernels._mlp_weight_grad(g, acts[i], big, False)
+        g = kernels._dnn(g, weights[i].t()) if big else torch.mm(g, weights[i])
+    x = acts[0]
+    dx = torch.zeros_like(x) if need_x else None
+    native.relu_narrow_backward(
+        g, acts[1], x, None, dw=w_grads[0].t(), db=b_grads[0],
+        w=weights[0].t().contiguous() if need_x else None, dx=dx,
+    )  # fmt: skip
+    return [p for pair in zip(w_grads, b_grads, strict=True) for p in pair], dx

@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from reprl.models import kernels
+
 log = logging.getLogger(__name__)
 
 FLAGS = ["-O3", "-march=native", "-fno-trapping-math", "-shared", "-fPIC"]
@@ -285,3 +287,44 @@ def squashed_gaussian_backward(
         out.stride(0), log_std_min, log_std_max, c, g.data_ptr(), rows, dim,
     )  # fmt: skip
     return g
+
+
+def fits(layers: list[tuple[torch.Tensor, torch.Tensor]], head: torch.Tensor) -> bool:
+    """Whether a ReLU MLP (``layers`` as :func:`reprl.models.kernels.layer_views`, ``head``
+    its last weight ``(M, H)``) suits :func:`mlp_forward` and the backward kernels: 2+ layers,
+    a first layer of at most :data:`NARROW` inputs, at most 8 outputs, contiguous weights
+    (either layout) and biases."""
+    return (
+        len(layers) > 1
+        and layers[0][0].shape[0] <= NARROW
+        and head.shape[0] <= 8
+        and head.is_contiguous()
+        and all(w.is_contiguous() or w.t().is_contiguous() for w, _ in layers)
+        and all(b.is_contiguous() for _, b in layers)
+    )
+
+
+def mlp_forward(
+    layers: list[tuple[torch.Tensor, torch.Tensor]],
+    head: torch.Tensor,
+    x1: torch.Tensor,
+    x2: torch.Tensor | None = None,
+) -> list[torch.Tensor | None]:
+    """A ReLU MLP's layer outputs ``[None, h1, ..., out]`` (no ReLU after the last layer) on
+    ``cat([x1, x2], -1)`` without concatenating: the narrow first layer with its ReLU by
+    :func:`narrow_forward`, the products between by PyTorch (:mod:`reprl.models.kernels`'s
+    choice), the last hidden layer's bias and ReLU with the head by :func:`relu_head`
+    (``head``: the last weight as ``(M, H)``). ``layers`` as
+    :func:`reprl.models.kernels.layer_views` keeps them; :func:`fits` must hold."""
+    (w, b), *rest = layers
+    h = narrow_forward(x1, x2, w, b, True)
+    acts: list[torch.Tensor | None] = [None, h]
+    bias = None
+    for i, (w, b) in enumerate(rest[:-1]):
+        if i < len(rest) - 2 or kernels._large(w, h.shape[0], kernels.FUSED_MIN_MACS):
+            h = kernels._mlp_forward_layer(h, w, b, i < len(rest) - 2)
+        else:  # the bias and the ReLU in the head's kernel: no copy of the bias first
+            h, bias = torch.mm(h, w), b
+        acts.append(h)
+    acts.append(relu_head(h, head, rest[-1][1], bias))  # type: ignore[arg-type]
+    return acts
