@@ -315,66 +315,100 @@ def _critic_part(
 ) -> tuple[dict[str, Part], dict[str, torch.Tensor]]:
     """The critic loss with its gradients (and into ``feat`` where it has a graph);
     ``boot``'s ``result()`` gives :func:`_next_actions`."""
-    rows, dim = feat.shape
+    rows = feat.shape[0]
     feat_value = feat.detach()
-    # critics on (s, a): one forward per critic
-    critic_acts = [
-        _forward(layers, head, feat_value, action, fast)
-        for layers, head in zip(nets.critic_layers, nets.critic_heads, strict=True)
-    ]
-    q = torch.stack([acts[-1][:, 0] for acts in critic_acts])  # (k, B)
-
-    # target: y = R + discount (min_j Q'_j(s', a') - alpha log pi(a'|s'))
-    next_action, next_log_prob = boot.result()
-    next_q = torch.stack(
-        [
-            _forward(layers, head, target_boot, next_action, fast)[-1][:, 0]
-            for layers, head in zip(
-                target_nets.critic_layers, target_nets.critic_heads, strict=True
-            )
-        ]
-    )
-    target_q = returns + discount * (next_q.min(0).values - alpha * next_log_prob)
-    critic_loss = 0.5 * (q - target_q).square().mean(-1).sum()
-    info = {"stats/q": q.mean(), "stats/alpha": torch.as_tensor(alpha)}
-
-    # backward from dL_c/dQ_j = (Q_j - y) / B: weight gradients, and the input gradient where
-    # features with a graph take it
-    n = len(nets.critic_w)
-    grad_q = (q - target_q).mul_(1.0 / rows)
     w_grads = [torch.empty_like(w) for w in nets.critic_w]
     b_grads = [torch.empty_like(b) for b in nets.critic_b]
     feat_grad = torch.zeros_like(feat_value) if feat.requires_grad else None
-    for j, (acts, layers) in enumerate(zip(critic_acts, nets.critic_layers, strict=True)):
-        if fast:  # the head, the first layer and the ReLUs next to them by C kernels
-            g = native.head_backward(
-                grad_q[j].view(rows, 1), nets.critic_heads[j], acts[n - 1],
-                dw=w_grads[n - 1][j], db_h=b_grads[n - 2][j], db_out=b_grads[n - 1][j],
-            )  # fmt: skip
-            for i in range(n - 2, 0, -1):
-                if i < n - 2:
-                    kernels._relu_backward(g, acts[i + 1], out=g)
-                    torch.sum(g, 0, keepdim=True, out=b_grads[i][j])
-                torch.mm(acts[i].t(), g, out=w_grads[i][j])
-                g = torch.mm(g, layers[i][0].t())
-            native.relu_narrow_backward(
-                g, acts[1], feat_value, action, dw=w_grads[0][j], db=b_grads[0][j],
-                w=layers[0][0], dx=feat_grad,
-            )  # fmt: skip
-            continue
-        g = grad_q[j][:, None]
-        for i in reversed(range(n)):
-            if i < n - 1:  # through the ReLU, in place
-                kernels._relu_backward(g, acts[i + 1], out=g)
-            torch.sum(g, 0, keepdim=True, out=b_grads[i][j])
-            torch.mm(acts[i].t(), g, out=w_grads[i][j])
-            if i > 0:
-                g = _input_grad(g, layers[i][0])
-            elif feat_grad is not None:
-                feat_grad.addmm_(g, layers[0][0][:dim].t())
+
+    def target() -> torch.Tensor:
+        """y = R + discount (min_j Q'_j(s', a') - alpha log pi(a'|s'))"""
+        next_action, next_log_prob = boot.result()
+        next_q = torch.stack(
+            [
+                _forward(layers, head, target_boot, next_action, fast)[-1][:, 0]
+                for layers, head in zip(
+                    target_nets.critic_layers, target_nets.critic_heads, strict=True
+                )
+            ]
+        )
+        return returns + discount * (next_q.min(0).values - alpha * next_log_prob)
+
+    def backward(j: int, acts: list[torch.Tensor], q_j: torch.Tensor, y: torch.Tensor) -> None:
+        """Critic j's gradients from dL_c/dQ_j = (Q_j - y) / B (and the features')."""
+        _critic_backward(
+            nets, j, acts, (q_j - y).mul_(1.0 / rows), feat_value, action, w_grads, b_grads,
+            feat_grad, fast,
+        )  # fmt: skip
+
+    # Each critic's forward on (s, a), and its backward right after it while its activations
+    # are still in cache, once the target is known: at once on the serial path (the next
+    # actions are there), after all forwards on the parallel one (they come from the second
+    # thread meanwhile). The same ops either way.
+    y = target() if isinstance(boot, _Ready) else None
+    qs, waiting = [], []
+    for j, (layers, head) in enumerate(zip(nets.critic_layers, nets.critic_heads, strict=True)):
+        acts = _forward(layers, head, feat_value, action, fast)
+        qs.append(acts[-1][:, 0])
+        if y is not None:
+            backward(j, acts, qs[j], y)
+        else:
+            waiting.append(acts)
+    if y is None:
+        y = target()
+        for j, acts in enumerate(waiting):
+            backward(j, acts, qs[j], y)
+    q = torch.stack(qs)  # (k, B)
+    critic_loss = 0.5 * (q - y).square().mean(-1).sum()
+    info = {"stats/q": q.mean(), "stats/alpha": torch.as_tensor(alpha)}
     params = [*nets.critic_w, *nets.critic_b]
     into = feat if feat_grad is not None else None
     return {"loss_rl_critic": (critic_loss, params, [*w_grads, *b_grads], into, feat_grad)}, info
+
+
+def _critic_backward(
+    nets: Nets,
+    j: int,
+    acts: list[torch.Tensor],
+    grad_q: torch.Tensor,
+    feat: torch.Tensor,
+    action: torch.Tensor,
+    w_grads: list[torch.Tensor],
+    b_grads: list[torch.Tensor],
+    feat_grad: torch.Tensor | None,
+    fast: bool,
+) -> None:
+    """Critic ``j``'s weight and bias gradients (written into its slices of the stacked
+    ``w_grads``, ``b_grads``) from ``grad_q = dL/dQ_j (B,)``, and the features' gradient
+    added to ``feat_grad`` (where they have a graph)."""
+    n, dim = len(nets.critic_w), feat.shape[1]
+    layers = nets.critic_layers[j]
+    if fast:  # the head, the first layer and the ReLUs next to them by C kernels
+        g = native.head_backward(
+            grad_q.view(-1, 1), nets.critic_heads[j], acts[n - 1],
+            dw=w_grads[n - 1][j], db_h=b_grads[n - 2][j], db_out=b_grads[n - 1][j],
+        )  # fmt: skip
+        for i in range(n - 2, 0, -1):
+            if i < n - 2:
+                kernels._relu_backward(g, acts[i + 1], out=g)
+                torch.sum(g, 0, keepdim=True, out=b_grads[i][j])
+            torch.mm(acts[i].t(), g, out=w_grads[i][j])
+            g = torch.mm(g, layers[i][0].t())
+        native.relu_narrow_backward(
+            g, acts[1], feat, action, dw=w_grads[0][j], db=b_grads[0][j], w=layers[0][0],
+            dx=feat_grad,
+        )  # fmt: skip
+        return
+    g = grad_q[:, None]
+    for i in reversed(range(n)):
+        if i < n - 1:  # through the ReLU, in place
+            kernels._relu_backward(g, acts[i + 1], out=g)
+        torch.sum(g, 0, keepdim=True, out=b_grads[i][j])
+        torch.mm(acts[i].t(), g, out=w_grads[i][j])
+        if i > 0:
+            g = _input_grad(g, layers[i][0])
+        elif feat_grad is not None:
+            feat_grad.addmm_(g, layers[0][0][:dim].t())
 
 
 def _actor_part(
