@@ -204,3 +204,63 @@ def test_without_a_compiler_sac_uses_pytorch_ops(fresh_library: Path, monkeypatc
     for a, b in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     assert fused_sac.FUSED_SAC
+
+
+def _mlp_params(widths: list[int], linear_layout: bool, gen: torch.Generator):
+    """Layers as kept views ``(weight (in, out), bias)``: of ``(out, in)`` weights with
+    ``linear_layout`` (nn.Linear's), else of ``(in, out)`` ones (stacked critics'); leaves
+    that require gradients."""
+    params, layers = [], []
+    for i, o in zip(widths[:-1], widths[1:], strict=True):
+        w = torch.randn(o, i, generator=gen) if linear_layout else torch.randn(i, o, generator=gen)
+        w = (w / i**0.5).requires_grad_()
+        b = (0.1 * torch.randn(o, generator=gen)).requires_grad_()
+        params += [w, b]
+        layers.append((w.t() if linear_layout else w, b))
+    return params, layers
+
+
+@needs_native
+@pytest.mark.skipif(not native.has_sgemm(), reason="no BLAS sgemm_ in this PyTorch build")
+@pytest.mark.parametrize("widths", [[4, 32, 1], [4, 64, 48, 2], [3, 24, 16, 40, 3]])
+@pytest.mark.parametrize("linear_layout", [False, True])
+@pytest.mark.parametrize("select", [False, True])
+def test_mlp_forward_and_backward_equal_autograd(
+    widths: list[int], linear_layout: bool, select: bool
+) -> None:
+    gen = torch.Generator().manual_seed(len(widths) * 10 + select)
+    rows = 37
+    params, layers = _mlp_params(widths, linear_layout, gen)
+    head = layers[-1][0].t()  # (M, H)
+    if not native.MLP.fits(layers, head):
+        pytest.skip("a multi-output head must be in nn.Linear's layout")
+    x1 = torch.randn(rows, widths[0] - 1, generator=gen).requires_grad_()
+    x2 = torch.randn(rows, 1, generator=gen).requires_grad_()
+    net = native.MLP(layers, head)
+    with torch.no_grad():
+        out, ws = net.forward(x1, x2)
+    # reference: autograd through the same layers
+    h = torch.cat([x1, x2], -1)
+    for i, (w, b) in enumerate(layers):
+        h = h @ w + b
+        if i < len(layers) - 1:
+            h = h.relu()
+    close(out, h.detach())
+    idx = torch.randperm(rows, generator=gen)[: rows // 2] if select else None
+    g = torch.randn(rows if idx is None else idx.shape[0], widths[-1], generator=gen)
+    ref_out = h if idx is None else h[idx]
+    ref = torch.autograd.grad(ref_out, [*params, x1, x2], g)
+    dx = torch.zeros(rows, widths[0])
+    with torch.no_grad():
+        if select:  # input gradients only (the actor loss's critics)
+            net.backward(ws, g, x1, x2, idx, dx=dx[:, 1:], kfrom=1)
+            expect = torch.cat([ref[-2], ref[-1]], -1)
+            close(dx[:, 1:], expect[:, 1:])
+            assert (dx[:, 0] == 0).all()
+            return
+        dw = [torch.empty_like(p) for p in params[0::2]]
+        db = [torch.empty_like(p) for p in params[1::2]]
+        net.backward(ws, g, x1, x2, dw=native.addresses(dw), db=native.addresses(db), dx=dx)
+    for mine, theirs in zip([*dw, *db], [*ref[0:-2:2], *ref[1:-2:2]], strict=True):
+        close(mine, theirs)
+    close(dx, torch.cat([ref[-2], ref[-1]], -1))

@@ -78,10 +78,10 @@ class Nets:
     Polyak averaging, ``load_state_dict``)."""
     critic_layers: list[list[tuple[torch.Tensor, torch.Tensor]]] = field(init=False, repr=False)
     """Each critic's layers as such views."""
-    critic_heads: list[torch.Tensor] = field(init=False, repr=False)
-    """Each critic's Q layer weight as a ``(1, H)`` view (the C kernels' layout)."""
-    native: bool = field(init=False, repr=False)
-    """Whether the nets suit the C kernels (:func:`reprl.models.native.fits`)."""
+    actor_mlp: native.MLP | None = field(init=False, repr=False)
+    """The actor as one C call per pass (:class:`reprl.models.native.MLP`), where it fits."""
+    critic_mlps: list[native.MLP] | None = field(init=False, repr=False)
+    """Each critic as such, where they fit (all or none: None)."""
 
     def __post_init__(self) -> None:
         with torch.no_grad():
@@ -91,11 +91,18 @@ class Nets:
                 [kernels._mlp_layer(critics, i, j, True) for i in range(len(self.critic_w))]
                 for j in range(self.critic_w[0].shape[0])
             ]
-            self.critic_heads = [layers[-1][0].t() for layers in self.critic_layers]
-        self.native = native.fits(self.actor_layers, self.actor_w[-1]) and all(
-            native.fits(layers, head)
-            for layers, head in zip(self.critic_layers, self.critic_heads, strict=True)
+        heads = [layers[-1][0].t() for layers in self.critic_layers]  # (1, H) views
+        fit = native.MLP.fits(self.actor_layers, self.actor_w[-1]) and all(
+            native.MLP.fits(layers, head)
+            for layers, head in zip(self.critic_layers, heads, strict=True)
         )
+        self.actor_mlp = native.MLP(self.actor_layers, self.actor_w[-1]) if fit else None
+        self.critic_mlps = None
+        if fit:
+            self.critic_mlps = [
+                native.MLP(layers, head)
+                for layers, head in zip(self.critic_layers, heads, strict=True)
+            ]
 
     @classmethod
     def of(cls, policy: torch.nn.Module) -> Nets | None:
@@ -138,25 +145,29 @@ def _chain(weights: list[torch.Tensor], biases: list[torch.Tensor]) -> tuple[tor
 
 
 def _forward(
-    layers: list[tuple[torch.Tensor, torch.Tensor]],
-    head: torch.Tensor,
-    x1: torch.Tensor,
-    x2: torch.Tensor | None,
-    fast: bool,
-) -> list[torch.Tensor]:
-    """A ReLU MLP's layer inputs and outputs ``[x, h1, ..., out]`` on ``x = cat([x1, x2])``
-    (``x1`` alone without ``x2``). ``fast``: the narrow first layer and the head (with the ReLU
-    below it, ``head`` its ``(M, H)`` weight) by C kernels, from ``x1`` and ``x2`` without
-    concatenating them (``x`` is then None); the products between stay PyTorch's."""
-    if not fast:
-        x = x1 if x2 is None else torch.cat([x1, x2.to(x1.dtype)], dim=-1)
-        return kernels._chain_forward(x, layers, False)
-    return native.mlp_forward(layers, head, x1, x2)  # type: ignore[return-value]
+    nets: Nets, critic: int | None, x1: torch.Tensor, x2: torch.Tensor | None, fast: bool
+) -> tuple[torch.Tensor, Any]:
+    """The actor's (``critic`` None) or critic ``critic``'s outputs on ``cat([x1, x2], -1)``
+    and what its backward needs: with ``fast``, one C call (:class:`reprl.models.native.MLP`,
+    without concatenating the inputs) and its workspace; else the layer inputs and outputs
+    ``[x, h1, ..., out]`` by PyTorch ops."""
+    if fast:
+        assert nets.actor_mlp is not None and nets.critic_mlps is not None
+        mlp = nets.actor_mlp if critic is None else nets.critic_mlps[critic]
+        return mlp.forward(x1, x2)
+    layers = nets.actor_layers if critic is None else nets.critic_layers[critic]
+    x = x1 if x2 is None else torch.cat([x1, x2.to(x1.dtype)], dim=-1)
+    acts = kernels._chain_forward(x, layers, False)
+    return acts[-1], acts
 
 
 def _fast(nets: Nets, *inputs: torch.Tensor) -> bool:
-    """Whether this step takes the C kernels (:attr:`Nets.native`, compiled, float32 inputs)."""
-    return nets.native and native.available() and all(x.dtype == torch.float32 for x in inputs)
+    """Whether this step takes the C kernels (the nets fit, compiled, float32 inputs)."""
+    return (
+        nets.critic_mlps is not None
+        and native.available()
+        and all(x.dtype == torch.float32 for x in inputs)
+    )
 
 
 def _sample(out: torch.Tensor, eps: torch.Tensor, nets: Nets, with_log_prob: bool = True):
@@ -296,8 +307,8 @@ def _next_actions(
     nets: Nets, feat_boot: torch.Tensor, eps: torch.Tensor, fast: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(a', log pi(a'|s'))``: the online actor's sample on the bootstrap features."""
-    acts = _forward(nets.actor_layers, nets.actor_w[-1], feat_boot, None, fast)
-    next_action, next_log_prob, _, _ = _sample(acts[-1], eps, nets)
+    out, _ = _forward(nets, None, feat_boot, None, fast)
+    next_action, next_log_prob, _, _ = _sample(out, eps, nets)
     return next_action, next_log_prob
 
 
@@ -326,20 +337,23 @@ def _critic_part(
         next_action, next_log_prob = boot.result()
         next_q = torch.stack(
             [
-                _forward(layers, head, target_boot, next_action, fast)[-1][:, 0]
-                for layers, head in zip(
-                    target_nets.critic_layers, target_nets.critic_heads, strict=True
-                )
+                _forward(target_nets, j, target_boot, next_action, fast)[0][:, 0]
+                for j in range(len(target_nets.critic_layers))
             ]
         )
         return returns + discount * (next_q.min(0).values - alpha * next_log_prob)
 
-    def backward(j: int, acts: list[torch.Tensor], q_j: torch.Tensor, y: torch.Tensor) -> None:
+    def backward(j: int, saved: Any, q_j: torch.Tensor, y: torch.Tensor) -> None:
         """Critic j's gradients from dL_c/dQ_j = (Q_j - y) / B (and the features')."""
-        _critic_backward(
-            nets, j, acts, (q_j - y).mul_(1.0 / rows), feat_value, action, w_grads, b_grads,
-            feat_grad, fast,
-        )  # fmt: skip
+        grad_q = (q_j - y).mul_(1.0 / rows)
+        if fast:  # one C call: every layer's gradients, written into critic j's slices
+            nets.critic_mlps[j].backward(  # type: ignore[index]
+                saved, grad_q.view(rows, 1), feat_value, action,
+                dw=native.addresses(w_grads, j), db=native.addresses(b_grads, j),
+                dx=feat_grad,
+            )  # fmt: skip
+        else:
+            _critic_backward(nets, j, saved, grad_q, w_grads, b_grads, feat_grad)
 
     # Each critic's forward on (s, a), and its backward right after it while its activations
     # are still in cache, once the target is known: at once on the serial path (the next
@@ -347,17 +361,17 @@ def _critic_part(
     # thread meanwhile). The same ops either way.
     y = target() if isinstance(boot, _Ready) else None
     qs, waiting = [], []
-    for j, (layers, head) in enumerate(zip(nets.critic_layers, nets.critic_heads, strict=True)):
-        acts = _forward(layers, head, feat_value, action, fast)
-        qs.append(acts[-1][:, 0])
+    for j in range(len(nets.critic_layers)):
+        out, saved = _forward(nets, j, feat_value, action, fast)
+        qs.append(out[:, 0])
         if y is not None:
-            backward(j, acts, qs[j], y)
+            backward(j, saved, qs[j], y)
         else:
-            waiting.append(acts)
+            waiting.append(saved)
     if y is None:
         y = target()
-        for j, acts in enumerate(waiting):
-            backward(j, acts, qs[j], y)
+        for j, saved in enumerate(waiting):
+            backward(j, saved, qs[j], y)
     q = torch.stack(qs)  # (k, B)
     critic_loss = 0.5 * (q - y).square().mean(-1).sum()
     info = {"stats/q": q.mean(), "stats/alpha": torch.as_tensor(alpha)}
@@ -371,34 +385,15 @@ def _critic_backward(
     j: int,
     acts: list[torch.Tensor],
     grad_q: torch.Tensor,
-    feat: torch.Tensor,
-    action: torch.Tensor,
     w_grads: list[torch.Tensor],
     b_grads: list[torch.Tensor],
     feat_grad: torch.Tensor | None,
-    fast: bool,
 ) -> None:
     """Critic ``j``'s weight and bias gradients (written into its slices of the stacked
     ``w_grads``, ``b_grads``) from ``grad_q = dL/dQ_j (B,)``, and the features' gradient
-    added to ``feat_grad`` (where they have a graph)."""
-    n, dim = len(nets.critic_w), feat.shape[1]
+    added to ``feat_grad`` (where they have a graph), by PyTorch ops."""
+    n, dim = len(nets.critic_w), feat_grad.shape[1] if feat_grad is not None else 0
     layers = nets.critic_layers[j]
-    if fast:  # the head, the first layer and the ReLUs next to them by C kernels
-        g = native.head_backward(
-            grad_q.view(-1, 1), nets.critic_heads[j], acts[n - 1],
-            dw=w_grads[n - 1][j], db_h=b_grads[n - 2][j], db_out=b_grads[n - 1][j],
-        )  # fmt: skip
-        for i in range(n - 2, 0, -1):
-            if i < n - 2:
-                kernels._relu_backward(g, acts[i + 1], out=g)
-                torch.sum(g, 0, keepdim=True, out=b_grads[i][j])
-            torch.mm(acts[i].t(), g, out=w_grads[i][j])
-            g = torch.mm(g, layers[i][0].t())
-        native.relu_narrow_backward(
-            g, acts[1], feat, action, dw=w_grads[0][j], db=b_grads[0][j], w=layers[0][0],
-            dx=feat_grad,
-        )  # fmt: skip
-        return
     g = grad_q[:, None]
     for i in reversed(range(n)):
         if i < n - 1:  # through the ReLU, in place
@@ -423,13 +418,10 @@ def _actor_part(
     """The actor's loss ``mean(alpha log pi - min_j Q_j(s, a~))`` through ``a~ = tanh(u)``
     with the critics as constants, and the entropy coefficient's, with their gradients."""
     rows, dim = feat.shape
-    acts_pi = _forward(nets.actor_layers, nets.actor_w[-1], feat, None, fast)
-    pi_action, log_prob, std, raw = _sample(acts_pi[-1], eps, nets)
-    critic_acts = [
-        _forward(layers, head, feat, pi_action, fast)
-        for layers, head in zip(nets.critic_layers, nets.critic_heads, strict=True)
-    ]
-    q_pi, which = torch.stack([acts[-1][:, 0] for acts in critic_acts]).min(0)
+    out_pi, saved_pi = _forward(nets, None, feat, None, fast)
+    pi_action, log_prob, std, raw = _sample(out_pi, eps, nets)
+    critics = [_forward(nets, j, feat, pi_action, fast) for j in range(len(nets.critic_layers))]
+    q_pi, which = torch.stack([out[:, 0] for out, _ in critics]).min(0)
     actor_loss = (alpha * log_prob - q_pi).mean()
 
     # The min's gradient -1/B goes to the critic that is the minimum in each row (where
@@ -437,30 +429,31 @@ def _actor_part(
     # of two critics)
     n = len(nets.critic_w)
     grad_a = torch.zeros_like(pi_action)
-    for j, (acts, layers) in enumerate(zip(critic_acts, nets.critic_layers, strict=True)):
+    for j, (_, saved) in enumerate(critics):
         sel = (which == j).nonzero()[:, 0]
         g = torch.full((sel.shape[0], 1), -1.0 / rows, dtype=feat.dtype)
-        if fast:  # rows picked inside the kernels, no copies of them
-            g = native.head_backward(g, nets.critic_heads[j], acts[n - 1], sel)
-            for i in range(n - 2, 0, -1):
-                if i < n - 2:
-                    kernels._relu_backward(g, acts[i + 1].index_select(0, sel), out=g)
-                g = torch.mm(g, layers[i][0].t())
-            native.relu_narrow_backward(
-                g, acts[1], feat, pi_action, sel, w=layers[0][0], kfrom=dim, dx=grad_a
+        if fast:  # one C call, the rows picked inside it: the action columns' gradient
+            nets.critic_mlps[j].backward(  # type: ignore[index]
+                saved, g, feat, pi_action, sel, dx=grad_a, kfrom=dim
             )
             continue
+        layers = nets.critic_layers[j]
         for i in reversed(range(n)):
             if i < n - 1:
-                kernels._relu_backward(g, acts[i + 1].index_select(0, sel), out=g)
+                kernels._relu_backward(g, saved[i + 1].index_select(0, sel), out=g)
             if i > 0:
                 g = _input_grad(g, layers[i][0])
             else:
                 grad_a.index_add_(0, sel, g @ layers[0][0][dim:].t())
     m = len(nets.actor_w)
-    if fast:
-        w_grads, b_grads = _actor_backward_fast(
-            nets, acts_pi, feat, grad_a, pi_action, std, eps, alpha / rows
+    if fast:  # the sample's backward, then the actor's in one C call each
+        g = native.squashed_gaussian_backward(
+            grad_a, pi_action, std, eps, out_pi, nets.log_std_min, nets.log_std_max, alpha / rows
+        )
+        w_grads = [torch.empty_like(w) for w in nets.actor_w]
+        b_grads = [torch.empty_like(b) for b in nets.actor_b]
+        nets.actor_mlp.backward(  # type: ignore[union-attr]
+            saved_pi, g, feat, dw=native.addresses(w_grads), db=native.addresses(b_grads)
         )
     else:
         grad_u = grad_a.mul_(1.0 - pi_action.square()).add_(pi_action, alpha=2.0 * alpha / rows)
@@ -471,10 +464,10 @@ def _actor_part(
         b_grads = [g] * m
         for i in reversed(range(m)):
             if i < m - 1:
-                kernels._relu_backward(g, acts_pi[i + 1], out=g)
+                kernels._relu_backward(g, saved_pi[i + 1], out=g)
             # the narrow first layer's (3 -> 256) comes as a transposed view (MKL's faster
             # layout, ~150 us less): copied once (3 KiB), as fused_td does
-            w_grads[i] = kernels._mlp_weight_grad(g, acts_pi[i], False, False).contiguous()
+            w_grads[i] = kernels._mlp_weight_grad(g, saved_pi[i], False, False).contiguous()
             b_grads[i] = g.sum(0)
             if i > 0:
                 g = torch.mm(g, nets.actor_w[i])
@@ -485,35 +478,3 @@ def _actor_part(
         gap = (log_prob + target_entropy).mean()
         parts["loss_rl_alpha"] = (-log_alpha.detach() * gap, [log_alpha], [-gap], None, None)
     return parts, info
-
-
-def _actor_backward_fast(
-    nets: Nets,
-    acts: list[torch.Tensor],
-    feat: torch.Tensor,
-    grad_a: torch.Tensor,
-    action: torch.Tensor,
-    std: torch.Tensor,
-    eps: torch.Tensor,
-    c: float,
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """The actor's weight and bias gradients from ``grad_a = dL/da~``, through the sample,
-    the head and the first layer by C kernels (``c = alpha / B``)."""
-    m = len(nets.actor_w)
-    w_grads = [torch.empty_like(w) for w in nets.actor_w]
-    b_grads = [torch.empty_like(b) for b in nets.actor_b]
-    out = acts[-1]
-    g = native.squashed_gaussian_backward(
-        grad_a, action, std, eps, out, nets.log_std_min, nets.log_std_max, c
-    )
-    g = native.head_backward(
-        g, nets.actor_w[-1], acts[m - 1], dw=w_grads[-1], db_h=b_grads[-2], db_out=b_grads[-1]
-    )
-    for i in range(m - 2, 0, -1):
-        if i < m - 2:
-            kernels._relu_backward(g, acts[i + 1], out=g)
-            torch.sum(g, 0, out=b_grads[i])
-        torch.mm(g.t(), acts[i], out=w_grads[i])
-        g = torch.mm(g, nets.actor_w[i])
-    native.relu_narrow_backward(g, acts[1], feat, None, dw=w_grads[0].t(), db=b_grads[0])
-    return w_grads, b_grads

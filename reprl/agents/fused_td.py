@@ -59,20 +59,12 @@ def td_loss_node(
     params = tuple(p for pair in zip(weights, biases, strict=True) for p in pair)
     rows = x.shape[0]
     with torch.no_grad():
-        layers = kernels.layer_views(weights, biases)
-        fast = (
-            native.available()
-            and x.dtype == torch.float32
-            and x.dim() == 2
-            and native.fits(layers, weights[-1])
-            and (not need_x or x.shape[1] <= native.NARROW)
-        )
-        if fast:  # the narrow first layer, the head and the ReLUs next to them in C
-            acts = native.mlp_forward(layers, weights[-1], x)
-            acts[0] = x
+        mlp = _mlp(x, weights, biases)
+        if mlp is not None:  # the whole forward in one C call
+            h, ws = mlp.forward(x)
         else:
             acts = kernels._mlp_chain(x, params, False, False)[0]  # [x, h1, ..., q]
-        h = acts[-1]
+            h = acts[-1]
         index = action.long().view(rows, 1)
         q_sa = h.gather(1, index).view(rows)
         diff = q_sa - target
@@ -92,8 +84,14 @@ def td_loss_node(
             loss = (weight * per_sample).mean()
             slope = slope.mul_(weight).mul_(1.0 / rows)
         g = torch.zeros_like(h).scatter_(1, index, slope.view(rows, 1))
-        if fast:
-            grads, g = _fast_backward(g, acts, weights, need_x)
+        if mlp is not None:  # and the whole backward in another
+            w_grads = [torch.empty_like(w) for w in weights]
+            b_grads = [torch.empty_like(b) for b in biases]
+            dx = torch.zeros_like(x) if need_x else None
+            mlp.backward(
+                ws, g, x, dw=native.addresses(w_grads), db=native.addresses(b_grads), dx=dx
+            )
+            grads, g = [p for pair in zip(w_grads, b_grads, strict=True) for p in pair], dx
         else:
             grads, g = _backward(g, acts, weights, need_x)
     if not torch.is_grad_enabled():
@@ -121,29 +119,11 @@ def _backward(
     return grads, g if need_x else None
 
 
-def _fast_backward(
-    g: torch.Tensor, acts: list[torch.Tensor], weights: list[torch.Tensor], need_x: bool
-) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-    """The gradients ``(w0, b0, w1, b1, ...)`` and the input's (``need_x``, else None) from
-    ``g = dL/dq``, the head and the first layer with the ReLUs next to them by C kernels
-    (:mod:`reprl.models.native`), the products between by PyTorch."""
-    n = len(weights)
-    w_grads = [torch.empty_like(w) for w in weights]
-    b_grads = [w.new_empty(w.shape[0]) for w in weights]
-    g = native.head_backward(
-        g, weights[-1], acts[n - 1], dw=w_grads[-1], db_h=b_grads[-2], db_out=b_grads[-1]
-    )
-    for i in range(n - 2, 0, -1):
-        if i < n - 2:
-            kernels._relu_backward(g, acts[i + 1], out=g)
-            torch.sum(g, 0, out=b_grads[i])
-        big = kernels._large(weights[i], g.shape[0], kernels.FUSED_MIN_MACS)
-        w_grads[i] = kernels._mlp_weight_grad(g, acts[i], big, False)
-        g = kernels._dnn(g, weights[i].t()) if big else torch.mm(g, weights[i])
-    x = acts[0]
-    dx = torch.zeros_like(x) if need_x else None
-    native.relu_narrow_backward(
-        g, acts[1], x, None, dw=w_grads[0].t(), db=b_grads[0],
-        w=weights[0].t().contiguous() if need_x else None, dx=dx,
-    )  # fmt: skip
-    return [p for pair in zip(w_grads, b_grads, strict=True) for p in pair], dx
+def _mlp(
+    x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor]
+) -> native.MLP | None:
+    """The Q head as C calls (:class:`reprl.models.native.MLP`, kept per parameter set)
+    where it fits and the kernels are on; else None (PyTorch ops)."""
+    if not (native.available() and x.dtype == torch.float32 and x.dim() == 2):
+        return None
+    return native.MLP.of(weights, biases)

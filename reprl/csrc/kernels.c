@@ -336,6 +336,179 @@ int reprl_relu_narrow_backward(const float *restrict g, int ldg, const float *re
     return 0;
 }
 
+/* ---------------------------------------------------------------------------------------
+ * Whole ReLU MLPs, forward and backward, in one call each: the kernels above for the narrow
+ * first layer and the head, the products between by the BLAS sgemm that PyTorch itself
+ * calls (reprl_set_sgemm hands over its address: the same products, bit for bit), so that
+ * a pass costs one call instead of a handful of PyTorch ops and their Python.
+ * ------------------------------------------------------------------------------------- */
+
+typedef void (*sgemm_fn)(const char *, const char *, const int *, const int *, const int *,
+                         const float *, const float *, const int *, const float *, const int *,
+                         const float *, float *, const int *);
+static sgemm_fn sgemm_ptr = NULL;
+
+/* The Fortran BLAS sgemm_ to use (NULL: none; the MLP calls then fail with -2). */
+void reprl_set_sgemm(void *fn) { sgemm_ptr = (sgemm_fn)fn; }
+
+/* Row-major C (m, n) = op(A) op(B) [+ C with accumulate]: A stored (m, k), or (k, m) with
+ * at; B stored (k, n), or (n, k) with bt; row strides lda, ldb, ldc. Column-major BLAS
+ * computes C^T = op(B)^T op(A)^T with the operands swapped. */
+static void gemm_rm(int at, int bt, int m, int n, int k, const float *A, int lda, const float *B,
+                    int ldb, float *C, int ldc) {
+    const float one = 1.f, zero = 0.f;
+    sgemm_ptr(bt ? "T" : "N", at ? "T" : "N", &n, &m, &k, &one, B, &ldb, A, &lda, &zero, C,
+              &ldc);
+}
+
+#define REPRL_MAX_LAYERS 8
+
+/* A ReLU MLP's parameters: layers >= 2 linear layers, a ReLU after each but the last;
+ * width[0] inputs (<= 16: the first layer is narrow), width[layers] outputs (<= 8). Layer i's
+ * weight w[i] is (width[i], width[i + 1]) row-major, or (width[i + 1], width[i]) (nn.Linear's
+ * layout) with w_t[i]; the last one must be in nn.Linear's layout when it has 2+ outputs. */
+typedef struct {
+    int layers;
+    int width[REPRL_MAX_LAYERS + 1];
+    const float *w[REPRL_MAX_LAYERS];
+    int w_t[REPRL_MAX_LAYERS];
+    const float *b[REPRL_MAX_LAYERS];
+} reprl_mlp;
+
+/* Offset of hidden layer l's output (l = 1 .. layers - 1) in the workspace (rows each). */
+static size_t ws_offset(const reprl_mlp *net, int l, int rows) {
+    size_t off = 0;
+    for (int i = 1; i < l; i++) off += (size_t)rows * net->width[i];
+    return off;
+}
+
+/* h = relu(h + b) in place on rows x width. */
+static void bias_relu(float *restrict h, const float *restrict b, int rows, int width) {
+    const int w8 = width & ~7;
+    for (int i = 0; i < rows; i++) {
+        float *restrict hi = h + (size_t)i * width;
+        int j = 0;
+        for (; j < w8; j += 8) STORE(hi + j, relu8(LOAD(hi + j) + LOAD(b + j)));
+        for (; j < width; j++) hi[j] = relu1(hi[j] + b[j]);
+    }
+}
+
+/* The MLP on rows of [x1 | x2] (row strides ld1, ld2; k1 + k2 = width[0]): the hidden layers'
+ * outputs into the workspace ws (rows x the hidden widths' sum, kept for the backward) and
+ * the outputs into out (row stride ldo). Returns 0, -1 without memory, -2 without sgemm. */
+int reprl_mlp_forward(const reprl_mlp *net, const float *x1, int ld1, int k1, const float *x2,
+                      int ld2, int k2, int rows, float *ws, float *out, int ldo) {
+    const int n = net->layers;
+    if (n > 2 && !sgemm_ptr) return -2;
+    float *h = ws;
+    int status = reprl_narrow_forward(x1, ld1, k1, x2, ld2, k2, net->w[0], net->w_t[0], net->b[0],
+                                      h, rows, net->width[1], 1);
+    if (status) return status;
+    for (int i = 1; i < n - 1; i++) {
+        float *next = ws + ws_offset(net, i + 1, rows);
+        const int din = net->width[i], dout = net->width[i + 1];
+        gemm_rm(0, net->w_t[i], rows, dout, din, h, din, net->w[i], net->w_t[i] ? din : dout,
+                next, dout);
+        if (i < n - 2) bias_relu(next, net->b[i], rows, dout);
+        h = next;
+    }
+    /* the last hidden layer's bias and ReLU (already applied for one hidden layer) and the head */
+    reprl_relu_head(h, n > 2 ? net->b[n - 2] : NULL, rows, net->width[n - 1], net->w[n - 1],
+                    net->b[n - 1], out, ldo, net->width[n]);
+    return 0;
+}
+
+/* g where h[row] > 0 (row = idx[r] or r), in place on g (rows x width); db += nothing but
+ * the column sums of the result are written to db when given. */
+static void relu_mask_rows(float *restrict g, const float *restrict h,
+                           const int64_t *restrict idx, int rows, int width,
+                           float *restrict db) {
+    const int w8 = width & ~7;
+    if (db)
+        for (int j = 0; j < width; j++) db[j] = 0.f;
+    for (int r = 0; r < rows; r++) {
+        const size_t i = idx ? (size_t)idx[r] : (size_t)r;
+        float *restrict gr = g + (size_t)r * width;
+        const float *restrict hi = h + i * width;
+        int j = 0;
+        for (; j < w8; j += 8) {
+            const v8f v = mask8(LOAD(gr + j), LOAD(hi + j));
+            STORE(gr + j, v);
+            if (db) STORE(db + j, LOAD(db + j) + v);
+        }
+        for (; j < width; j++) {
+            const float v = mask1(gr[j], hi[j]);
+            gr[j] = v;
+            if (db) db[j] += v;
+        }
+    }
+}
+
+/* The MLP's backward from g = dL/dout (rows x outputs, row stride ldg), with the workspace
+ * of its forward on ws_rows rows; row r of the backward is forward row idx[r] when idx is
+ * given (the inputs x1, x2 as in the forward). Writes, where the arrays are given (entries
+ * may be NULL): dw[i] = dL/dw[i] in w[i]'s layout, db[i] = dL/db[i]; adds to
+ * dx[row, c] (row = idx[r] or r, row stride lddx) the gradient of input column kfrom + c for
+ * c < count. Weight gradients with idx are not supported (-3). Returns 0, -1 without memory,
+ * -2 without sgemm. */
+int reprl_mlp_backward(const reprl_mlp *net, const float *g, int ldg, const int64_t *idx,
+                       int rows, const float *ws, int ws_rows, const float *x1, int ld1, int k1,
+                       const float *x2, int ld2, int k2, float *const *dw, float *const *db,
+                       float *dx, int lddx, int kfrom, int count) {
+    const int n = net->layers;
+    if (n > 2 && !sgemm_ptr) return -2;
+    if (idx && dw) return -3;
+    int widest = 1;
+    for (int i = 1; i < n; i++) widest = net->width[i] > widest ? net->width[i] : widest;
+    float *buf = malloc(sizeof(float) * 2 * (size_t)(rows > 0 ? rows : 1) * (size_t)widest);
+    float *wt0 = NULL;
+    if (!buf) return -1;
+    float *ga = buf, *gb = buf + (size_t)(rows > 0 ? rows : 1) * widest;
+    /* the head and the ReLU below it */
+    const float *h = ws + ws_offset(net, n - 1, ws_rows);
+    reprl_head_backward(g, ldg, net->width[n], net->w[n - 1], h, idx, ga, rows,
+                        net->width[n - 1], dw ? dw[n - 1] : NULL,
+                        db ? db[n - 2] : NULL, db ? db[n - 1] : NULL);
+    /* the products between, each followed by the ReLU below it */
+    for (int i = n - 2; i >= 1; i--) {
+        const int din = net->width[i], dout = net->width[i + 1];
+        h = ws + ws_offset(net, i, ws_rows);
+        if (dw && dw[i]) {
+            if (net->w_t[i]) /* (dout, din) = g^T h */
+                gemm_rm(1, 0, dout, din, rows, ga, dout, h, din, dw[i], din);
+            else /* (din, dout) = h^T g */
+                gemm_rm(1, 0, din, dout, rows, h, din, ga, dout, dw[i], dout);
+        }
+        /* g @ W^T: W^T is stored (dout, din) with w_t, else the transposed (din, dout) */
+        gemm_rm(0, !net->w_t[i], rows, din, dout, ga, dout, net->w[i], net->w_t[i] ? din : dout,
+                gb, din);
+        float *t = ga;
+        ga = gb;
+        gb = t;
+        if (i > 1) relu_mask_rows(ga, h, idx, rows, din, db ? db[i - 1] : NULL);
+    }
+    /* the first layer and the ReLU after it */
+    const float *w0 = net->w[0];
+    const int K = net->width[0], H = net->width[1];
+    if (dx && net->w_t[0]) { /* dx needs W0 as (K, H) */
+        wt0 = malloc(sizeof(float) * (size_t)K * H + 4);
+        if (!wt0) {
+            free(buf);
+            return -1;
+        }
+        for (int j = 0; j < H; j++)
+            for (int k = 0; k < K; k++) wt0[(size_t)k * H + j] = w0[(size_t)j * K + k];
+        w0 = wt0;
+    }
+    h = ws; /* the first hidden layer */
+    int status = reprl_relu_narrow_backward(
+        ga, H, h, idx, rows, H, x1, ld1, k1, x2, ld2, k2, dw ? dw[0] : NULL, net->w_t[0],
+        db ? db[0] : NULL, w0, kfrom, dx ? count : 0, dx, lddx);
+    free(wt0);
+    free(buf);
+    return status;
+}
+
 /* SAC's tanh-Gaussian sample and its log-probability, for rows of the actor's output
  * out (B, 2A) (row stride ld: the means in columns [0, A), the raw log-stds in [A, 2A))
  * and noise eps (B, A): log_std = clamp(raw, lo, hi), std = exp(log_std),

@@ -61,16 +61,43 @@ _SIGNATURES: dict[str, tuple[list[Any], Any]] = {
         _I,
     ),
     "reprl_squashed_gaussian": ([_P, _I, _P, _F, _F, _P, _P, _P, _I, _I], None),
+    "reprl_set_sgemm": ([_P], None),
+    "reprl_mlp_forward": ([_P, _P, _I, _I, _P, _I, _I, _I, _P, _P, _I], _I),
+    "reprl_mlp_backward": (
+        [_P, _P, _I, _P, _I, _P, _I, _P, _I, _I, _P, _I, _I, _P, _P, _P, _I, _I, _I],
+        _I,
+    ),
     "reprl_squashed_gaussian_backward": ([_P] * 5 + [_I, _F, _F, _F, _P, _I, _I], None),
 }
 """Each kernel's argument and result types (``ctypes``)."""
 
 
 def _declare(lib: ctypes.CDLL) -> None:
-    """Give the library's functions their :data:`_SIGNATURES`."""
+    """Give the library's functions their :data:`_SIGNATURES`, and the MLP kernels the BLAS
+    ``sgemm_`` that PyTorch's CPU products call (:func:`_torch_sgemm`)."""
     for name, (args, result) in _SIGNATURES.items():
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = args, result
+    lib.reprl_set_sgemm(_torch_sgemm())
+
+
+@functools.cache
+def _torch_sgemm() -> int | None:
+    """The address of the Fortran BLAS ``sgemm_`` inside PyTorch's CPU library (MKL's on x86
+    builds), or None where this build has none."""
+    for name in ("libtorch_cpu.so", "libtorch_cpu.dylib"):
+        path = Path(torch.__file__).parent / "lib" / name
+        if path.exists():
+            try:
+                return ctypes.cast(ctypes.CDLL(str(path)).sgemm_, ctypes.c_void_p).value
+            except (OSError, AttributeError):
+                return None
+    return None
+
+
+def has_sgemm() -> bool:
+    """Whether the whole-MLP kernels (:class:`MLP`) can run: compiled, with a BLAS."""
+    return available() and _torch_sgemm() is not None
 
 
 @functools.cache
@@ -155,8 +182,10 @@ def _rows(x: torch.Tensor | None) -> tuple[int | None, int, int]:
 
 
 def _check(status: int) -> None:
-    if status != 0:
+    if status == -1:
         raise MemoryError("reprl: a C kernel could not allocate its scratch memory")
+    if status != 0:
+        raise RuntimeError(f"reprl: a C kernel failed (status {status})")
 
 
 def narrow_forward(
@@ -291,7 +320,7 @@ def squashed_gaussian_backward(
 
 def fits(layers: list[tuple[torch.Tensor, torch.Tensor]], head: torch.Tensor) -> bool:
     """Whether a ReLU MLP (``layers`` as :func:`reprl.models.kernels.layer_views`, ``head``
-    its last weight ``(M, H)``) suits :func:`mlp_forward` and the backward kernels: 2+ layers,
+    its last weight ``(M, H)``) suits :class:`MLP`'s kernels: 2+ layers,
     a first layer of at most :data:`NARROW` inputs, at most 8 outputs, contiguous weights
     (either layout) and biases."""
     return (
@@ -304,27 +333,125 @@ def fits(layers: list[tuple[torch.Tensor, torch.Tensor]], head: torch.Tensor) ->
     )
 
 
-def mlp_forward(
-    layers: list[tuple[torch.Tensor, torch.Tensor]],
-    head: torch.Tensor,
-    x1: torch.Tensor,
-    x2: torch.Tensor | None = None,
-) -> list[torch.Tensor | None]:
-    """A ReLU MLP's layer outputs ``[None, h1, ..., out]`` (no ReLU after the last layer) on
-    ``cat([x1, x2], -1)`` without concatenating: the narrow first layer with its ReLU by
-    :func:`narrow_forward`, the products between by PyTorch (:mod:`reprl.models.kernels`'s
-    choice), the last hidden layer's bias and ReLU with the head by :func:`relu_head`
-    (``head``: the last weight as ``(M, H)``). ``layers`` as
-    :func:`reprl.models.kernels.layer_views` keeps them; :func:`fits` must hold."""
-    (w, b), *rest = layers
-    h = narrow_forward(x1, x2, w, b, True)
-    acts: list[torch.Tensor | None] = [None, h]
-    bias = None
-    for i, (w, b) in enumerate(rest[:-1]):
-        if i < len(rest) - 2 or kernels._large(w, h.shape[0], kernels.FUSED_MIN_MACS):
-            h = kernels._mlp_forward_layer(h, w, b, i < len(rest) - 2)
-        else:  # the bias and the ReLU in the head's kernel: no copy of the bias first
-            h, bias = torch.mm(h, w), b
-        acts.append(h)
-    acts.append(relu_head(h, head, rest[-1][1], bias))  # type: ignore[arg-type]
-    return acts
+MAX_LAYERS = 8
+"""The deepest MLP :class:`MLP` takes (``REPRL_MAX_LAYERS`` in the C source)."""
+
+
+_KEPT = 16
+"""How many :meth:`MLP.of` keeps (the oldest made goes first)."""
+_kept: dict[tuple, MLP] = {}
+
+
+class _MLPStruct(ctypes.Structure):
+    _fields_ = [
+        ("layers", ctypes.c_int),
+        ("width", ctypes.c_int * (MAX_LAYERS + 1)),
+        ("w", ctypes.c_void_p * MAX_LAYERS),
+        ("w_t", ctypes.c_int * MAX_LAYERS),
+        ("b", ctypes.c_void_p * MAX_LAYERS),
+    ]
+
+
+class MLP:
+    """A ReLU MLP's forward and backward as one C call each (``reprl_mlp_forward`` and
+    ``reprl_mlp_backward``): the narrow first layer and the head by the kernels above, the
+    products between by the BLAS ``sgemm_`` PyTorch calls. Built once from a net's kept
+    :func:`reprl.models.kernels.layer_views` (the parameters' addresses: valid while they
+    change in place only); :func:`MLP.fits` must hold."""
+
+    def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor]], head: torch.Tensor):
+        self.widths = [layers[0][0].shape[0]] + [w.shape[1] for w, _ in layers]
+        self.hidden = sum(self.widths[1:-1])
+        self.outputs = self.widths[-1]
+        net = _MLPStruct()
+        net.layers = len(layers)
+        for i, width in enumerate(self.widths):
+            net.width[i] = width
+        for i, (w, b) in enumerate(layers):
+            net.w_t[i] = int(not w.is_contiguous())  # (in, out) views of (out, in) weights
+            net.w[i] = w.data_ptr()
+            net.b[i] = b.data_ptr()
+        self._net = net
+        self._ref = ctypes.byref(net)
+
+    @classmethod
+    def of(cls, weights: list[torch.Tensor], biases: list[torch.Tensor]) -> MLP | None:
+        """The MLP of ``nn.Linear``-layout ``weights (out, in)`` and ``biases``, made once
+        per parameter set (keyed by address and shape; up to :data:`_KEPT` kept), or None
+        where it does not fit."""
+        key = tuple((t.data_ptr(), t.shape) for t in (*weights, *biases))
+        mlp = _kept.get(key)
+        if mlp is None:
+            layers = kernels.layer_views(weights, biases)
+            if not cls.fits(layers, weights[-1]):
+                return None
+            if len(_kept) >= _KEPT:
+                _kept.pop(next(iter(_kept)))
+            mlp = _kept[key] = cls(layers, weights[-1])
+        return mlp
+
+    @staticmethod
+    def fits(layers: list[tuple[torch.Tensor, torch.Tensor]], head: torch.Tensor) -> bool:
+        """Whether :class:`MLP` takes this net (:func:`fits`, at most :data:`MAX_LAYERS`
+        layers, a BLAS found)."""
+        return len(layers) <= MAX_LAYERS and fits(layers, head) and has_sgemm()
+
+    def forward(
+        self, x1: torch.Tensor, x2: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(outputs (B, M), workspace)`` on ``cat([x1, x2], -1)`` (float32, contiguous
+        columns): the workspace keeps the hidden layers' outputs for :meth:`backward`."""
+        lib = library()
+        assert lib is not None
+        x1, x2 = _cols(x1), _cols(x2)
+        p1, ld1, k1 = _rows(x1)
+        p2, ld2, k2 = _rows(x2)
+        rows = x1.shape[0]
+        ws = x1.new_empty(rows * self.hidden)
+        out = x1.new_empty(rows, self.outputs)
+        _check(
+            lib.reprl_mlp_forward(
+                self._ref, p1, ld1, k1, p2, ld2, k2, rows, ws.data_ptr(), out.data_ptr(),
+                self.outputs,
+            )
+        )  # fmt: skip
+        return out, ws
+
+    def backward(
+        self,
+        ws: torch.Tensor,
+        g: torch.Tensor,
+        x1: torch.Tensor,
+        x2: torch.Tensor | None = None,
+        idx: torch.Tensor | None = None,
+        dw: list[int] | None = None,
+        db: list[int] | None = None,
+        dx: torch.Tensor | None = None,
+        kfrom: int = 0,
+    ) -> None:
+        """The backward of :meth:`forward` (its inputs ``x1``, ``x2`` and workspace ``ws``)
+        from ``g = dL/doutputs (R, M)`` (contiguous columns; rows of the forward's batch
+        picked by an int64 ``idx (R,)`` where given). ``dw``, ``db``: the addresses to write
+        each layer's weight gradient (in the weight's layout) and bias gradient to (None: not
+        computed; not with ``idx``); ``dx (B, C)``: gets the gradient of input columns
+        ``[kfrom, kfrom + C)`` added (row ``idx[r]`` or ``r``)."""
+        lib = library()
+        assert lib is not None
+        x1, x2 = _cols(x1), _cols(x2)
+        p1, ld1, k1 = _rows(x1)
+        p2, ld2, k2 = _rows(x2)
+        arrays = [None if a is None else (ctypes.c_void_p * len(a))(*a) for a in (dw, db)]
+        _check(
+            lib.reprl_mlp_backward(
+                self._ref, g.data_ptr(), g.stride(0), _ptr(idx), g.shape[0], ws.data_ptr(),
+                x1.shape[0], p1, ld1, k1, p2, ld2, k2, arrays[0], arrays[1], _ptr(dx),
+                0 if dx is None else dx.stride(0), kfrom, 0 if dx is None else dx.shape[1],
+            )
+        )  # fmt: skip
+
+
+def addresses(tensors: list[torch.Tensor], j: int | None = None) -> list[int]:
+    """Each tensor's address, or that of its slice ``[j]`` (stacked nets' gradients)."""
+    if j is None:
+        return [t.data_ptr() for t in tensors]
+    return [t.data_ptr() + j * t.stride(0) * t.element_size() for t in tensors]
