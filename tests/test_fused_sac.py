@@ -13,6 +13,7 @@ from reprl.config import load_config
 from reprl.data.replay import ReplayBuffer
 from reprl.envs import make_env_spec
 from reprl.errors import ConfigError
+from reprl.models import native
 from reprl.train import make_agent
 
 
@@ -251,12 +252,22 @@ def test_parallel_actor_error_reaches_the_caller(monkeypatch) -> None:
 
 
 @pytest.mark.parametrize(
-    "extra", [[], ["model.backbone.hidden_sizes=[32]"]], ids=["plain", "backbone"]
+    "extra",
+    [[], ["model.backbone.hidden_sizes=[32]"], ["model.backbone.hidden_sizes=[6]"]],
+    ids=["plain", "backbone", "narrow-backbone"],
 )
-def test_acting_from_kept_views_equals_the_policy(extra: list[str]) -> None:
+@pytest.mark.parametrize("kernels_on", [False, True])
+def test_acting_from_kept_views_equals_the_policy(
+    extra: list[str], kernels_on: bool, monkeypatch
+) -> None:
     """SAC acts from the actor's kept views (fused_sac.act): the policy's sampled and
-    deterministic actions bit for bit, with the same noise drawn, also after an update."""
+    deterministic actions bit for bit, with the same noise drawn, also after an update; by
+    the C kernels where the actor fits them, the same to float32 rounding."""
+    monkeypatch.setattr(native, "ENABLED", kernels_on)
     agent = sac(extra)
+    in_c = kernels_on and agent.fused_nets[0].actor_mlp is not None and native.available()
+    if native.has_sgemm():  # a 32-wide input is not narrow: the kept views then
+        assert in_c == (kernels_on and extra != ["model.backbone.hidden_sizes=[32]"])
     agent.env_steps_seen = agent.cfg.learning_starts  # past the random warm-up
     obs = torch.randn(3, 1, 3)
     is_first = torch.zeros(3, 1, dtype=torch.bool)
@@ -273,7 +284,11 @@ def test_acting_from_kept_views_equals_the_policy(extra: list[str]) -> None:
                 finally:
                     agent.fused_nets = kept
             assert actions[0].shape == (3, 1, 1)
-            assert torch.equal(actions[0], actions[2]) and torch.equal(actions[1], actions[3])
+            assert torch.equal(actions[1], actions[3])  # the same noise drawn
+            if in_c:
+                torch.testing.assert_close(actions[0], actions[2], rtol=1e-5, atol=1e-6)
+            else:
+                assert torch.equal(actions[0], actions[2])
         losses, info = agent.compute_loss(mb)
         info |= agent.update(losses)
         agent.after_update(mb, info)

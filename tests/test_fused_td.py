@@ -174,17 +174,20 @@ def test_other_heads_keep_autograd(extra: list[str]) -> None:
 def test_acting_and_target_values_equal_the_modules(extra: list[str]) -> None:
     """Acting (``DQN.act_layers``) and the targets (``DQN.target_layers``) run the plain head
     from kept views: the policy modules' Q-values bit for bit, also after the parameters
-    change in place (an optimizer step, a target sync)."""
+    change in place (an optimizer step, a target sync); by the C kernels where the head fits
+    them (``DQN._lean_q``), the same to float32 rounding."""
     agent, windows = agent_and_windows(extra)
     assert agent.act_layers is not None and agent.target_layers is not None
     obs = windows.obs[:, :1]
     nets = ((agent.model, agent.act_layers), (agent.target.target, agent.target_layers))
     with torch.no_grad():
         for _ in range(2):
-            for net, layers in nets:
+            for target, (net, layers) in enumerate(nets):
                 features, _ = net.act_features(obs)
-                lean = kernels.chain(features.reshape(obs.shape[0], -1), layers)
-                assert torch.equal(lean, net.policy.q_values(features)[:, 0])
+                x = features.reshape(obs.shape[0], -1)
+                modules = net.policy.q_values(features)[:, 0]
+                assert torch.equal(kernels.chain(x, layers), modules)
+                torch.testing.assert_close(agent._lean_q(x, bool(target)), modules)
             is_first = torch.zeros(obs.shape[:2], dtype=torch.bool)
             action, _, _ = agent.act(obs, None, is_first, deterministic=True)
             layers, agent.act_layers = agent.act_layers, None

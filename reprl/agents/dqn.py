@@ -29,7 +29,7 @@ from reprl.agents.distributional import categorical_projection
 from reprl.agents.offpolicy import OffPolicyAgent, OffPolicyConfig
 from reprl.data.nstep import window_targets
 from reprl.errors import ConfigError
-from reprl.models import kernels
+from reprl.models import kernels, native
 from reprl.models.qpolicy import QOutput
 from reprl.optim.optimizers import Adam
 from reprl.optim.schedules import Schedule
@@ -121,12 +121,15 @@ class DQN(OffPolicyAgent):
             for p in (*layers[0], *layers[1])
         )
         self.td_layers = layers if plain and self.stateless and not self._autocast else None
-        # Acting and targets on such a head: its layers' products straight from kept views
-        # (kernels.chain: the policy's numbers without its module calls).
+        # Acting and targets on such a head: one C call where the kernels fit (native.MLP),
+        # else its layers' products straight from kept views (kernels.chain: the policy's
+        # numbers without its module calls).
         self.act_layers = self.target_layers = None
+        self._target_params = None
         if self.td_layers is not None:
+            self._target_params = self.target.target.policy.plain_layers()
             self.act_layers = kernels.layer_views(*self.td_layers)
-            self.target_layers = kernels.layer_views(*self.target.target.policy.plain_layers())
+            self.target_layers = kernels.layer_views(*self._target_params)
         if self.noisy:
             self.epsilon = 0.0
             # The target is kept in eval mode; its noise must still apply (Hessel et al. 2018).
@@ -161,7 +164,7 @@ class DQN(OffPolicyAgent):
                 features, state = model.act_features(obs, state, is_first)
                 if self.act_layers is not None:  # a plain ReLU MLP head (td_layers)
                     n, t = features.shape[:2]
-                    q = kernels.chain(features.reshape(n * t, -1), self.act_layers).view(n, t, -1)
+                    q = self._lean_q(features.reshape(n * t, -1), False).view(n, t, -1)
                 else:
                     q = model.policy.q_values(features)
         action = q.argmax(-1)
@@ -338,7 +341,7 @@ class DQN(OffPolicyAgent):
         obs_boot = mb.obs[:, 1:2] if cfg.n_step == 1 else mb.obs[rows, boot].unsqueeze(1)
         if self.target_layers is not None:  # a plain ReLU MLP head: from its kept views
             features, _ = self.target.target.act_features(obs_boot)
-            target_q = kernels.chain(features.reshape(rows.shape[0], -1), self.target_layers)
+            target_q = self._lean_q(features.reshape(rows.shape[0], -1), True)
         else:
             (target_out, _), _ = self.target(obs_boot)
             target_q = target_out.q[:, 0]
@@ -346,6 +349,18 @@ class DQN(OffPolicyAgent):
             return returns + discount * target_q.max(-1).values
         (online, _), _ = self.model(obs_boot)
         return returns + discount * target_q[rows, online.q[:, 0].argmax(-1)]
+
+    def _lean_q(self, x: torch.Tensor, target: bool) -> torch.Tensor:
+        """Q-values ``(B, A)`` of the online (or target) plain ReLU MLP head on features
+        ``x (B, D)``: one C call where it fits (:class:`reprl.models.native.MLP`, float32 to
+        rounding), else from the kept layer views (the modules' numbers bit for bit)."""
+        params = self._target_params if target else self.td_layers
+        assert params is not None
+        if native.available() and x.dtype == torch.float32:
+            mlp = native.MLP.of(*params)
+            if mlp is not None:
+                return mlp.forward(x)[0]
+        return kernels.chain(x, self.target_layers if target else self.act_layers)
 
     def fused_loss(self, mb: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """:meth:`compute_loss` for a plain ReLU MLP Q head (:attr:`td_layers`): the same loss

@@ -34,6 +34,13 @@ thread while the calling one computes the critics': PyTorch releases the GIL ins
 so on two cores the products of the two parts overlap (measured 1.25-1.5x per SAC Pendulum
 gradient step on a 2-core Zen 3, interleaved runs; 2 torch intra-op threads gave 1.2-1.3x).
 
+Where the nets fit (:meth:`reprl.models.native.MLP.fits`: a narrow input, a head of at most
+8 outputs) and the C kernels are compiled, each network pass is one C call
+(:class:`reprl.models.native.MLP`: the products by PyTorch's BLAS, everything around them in
+C, no concatenated inputs, rows picked by index); elsewhere the same maths runs as PyTorch
+ops. The critics' part computes the target first on the serial path, then each critic's
+forward and backward back to back, while its activations are in cache.
+
 ``tests/test_fused_sac.py`` checks losses and every gradient against the autograd path, and
 the two-thread step against the one-thread step (bit for bit).
 """
@@ -186,16 +193,19 @@ def _sample(out: torch.Tensor, eps: torch.Tensor, nets: Nets, with_log_prob: boo
 
 def act(nets: Nets, features: torch.Tensor, deterministic: bool) -> torch.Tensor:
     """Normalised actions ``(N, T, A)`` for features ``(N, T, D)``, as
-    :meth:`ActorQPolicy.sample` with ``with_log_prob=False`` computes them (the same products,
-    the same noise drawn), run from the actor's kept views without the policy's module calls
-    (~60 us less per Pendulum env step, Zen 3, 1 thread)."""
+    :meth:`ActorQPolicy.sample` with ``with_log_prob=False`` computes them (the same noise
+    drawn): the actor in one C call where it fits (:class:`reprl.models.native.MLP`, to float32
+    rounding), else from its kept views without the policy's module calls (its numbers bit for
+    bit; ~60 us less per Pendulum env step than the modules, Zen 3, 1 thread)."""
     n, t = features.shape[:2]
-    out = kernels.chain(features.reshape(n * t, -1), nets.actor_layers)
+    x = features.reshape(n * t, -1)
+    native_ok = nets.actor_mlp is not None and native.available() and x.dtype == torch.float32
+    out = nets.actor_mlp.forward(x)[0] if native_ok else kernels.chain(x, nets.actor_layers)
     mean = out[:, : out.shape[1] // 2]
     if deterministic:
         action = tanh(mean)
     else:
-        action = _sample(out, torch.randn_like(mean), nets, with_log_prob=False)[0]
+        action = _sample(out, torch.randn_like(mean), nets, with_log_prob=native_ok)[0]
     return action.view(n, t, -1)
 
 

@@ -1,14 +1,22 @@
 """C kernels for CPU hot paths, compiled at first use (``reprl/csrc/kernels.c``).
 
-Where PyTorch needs several passes over the same activations (SAC's critic heads: a product,
-a broadcast multiply, the ReLU's backward and two sums), one C loop does them in one pass:
-~20-30 us instead of ~110-160 us for a 256 x 256 activation on a Zen 3 core; SAC's
-tanh-Gaussian sample and log-probability are one C loop instead of ~17 small ops. The source is
-compiled once per machine with the C compiler found (``$CC``, ``cc`` or ``gcc``; -O3
--march=native) into ``$REPRL_CACHE`` (default ``~/.cache/reprl``), keyed by the source, the
-flags and the CPU's feature flags, and loaded with ``ctypes``. Without a compiler, or with
-``REPRL_NATIVE=0``, :func:`library` returns None and callers keep their PyTorch ops (the
-results agree to float32 rounding: the sums run in another order).
+A small ReLU MLP learned on a CPU (SAC's actor and critics, DQN's Q head) spends much of its
+step outside the large matrix products: narrow first layers, ReLUs, bias copies and sums,
+1- or 2-wide heads, each a PyTorch op with its own pass over the activations and its own
+Python. :class:`MLP` runs a whole forward or backward pass as one C call: those parts as
+vectorised loops, one pass each, and the products between by the BLAS ``sgemm_`` PyTorch's
+own CPU library carries (MKL on x86 builds; its address is handed to the C side at load),
+so the products are the ones ``torch.mm`` runs. SAC's tanh-Gaussian sample and its backward
+are one C pass each. The single-pass kernels are also callable alone (:func:`narrow_forward`,
+:func:`relu_head`, :func:`head_backward`, :func:`relu_narrow_backward`), and tested so.
+
+The source is compiled once per machine with the C compiler found (``$CC``, ``cc`` or
+``gcc``; -O3 -march=native) into ``$REPRL_CACHE`` (default ``~/.cache/reprl``), keyed by the
+source, the flags and the CPU's feature flags, and loaded with ``ctypes`` (which releases the
+GIL: ``SACConfig.parallel_actor``'s two threads run kernels at once). Without a compiler, or
+with ``REPRL_NATIVE=0``, :func:`library` returns None and callers keep their PyTorch ops;
+without a BLAS in the PyTorch build :class:`MLP` does not fit. The results agree with
+PyTorch's to float32 rounding (the C loops sum in another order).
 """
 
 from __future__ import annotations
