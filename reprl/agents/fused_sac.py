@@ -293,7 +293,7 @@ def sac_losses(
     eps = torch.randn(rows, action.shape[1], dtype=feat.dtype) if actor_step else None
     # The second thread takes the next actions first (the critics' part waits for them only
     # after its own forward) and then the actor's part: ~7 and ~8 products on each side.
-    fast = _fast(nets, feat, feat_boot, target_boot, action)
+    fast = _fast(nets, feat, feat_boot, target_boot, action, returns, discount)
     boot = _on(parallel, _next_actions, nets, feat_boot, eps_boot, fast)
     actor = None
     if eps is not None:
@@ -345,24 +345,28 @@ def _critic_part(
     def target() -> torch.Tensor:
         """y = R + discount (min_j Q'_j(s', a') - alpha log pi(a'|s'))"""
         next_action, next_log_prob = boot.result()
-        next_q = torch.stack(
-            [
-                _forward(target_nets, j, target_boot, next_action, fast)[0][:, 0]
-                for j in range(len(target_nets.critic_layers))
-            ]
-        )
-        return returns + discount * (next_q.min(0).values - alpha * next_log_prob)
+        next_q = [
+            _forward(target_nets, j, target_boot, next_action, fast)[0]
+            for j in range(len(target_nets.critic_layers))
+        ]
+        if fast:  # one C pass
+            return native.sac_target(next_q, next_log_prob, returns, discount, alpha)
+        min_q = torch.stack([q[:, 0] for q in next_q]).min(0).values
+        return returns + discount * (min_q - alpha * next_log_prob)
 
     def backward(j: int, saved: Any, q_j: torch.Tensor, y: torch.Tensor) -> None:
-        """Critic j's gradients from dL_c/dQ_j = (Q_j - y) / B (and the features')."""
-        grad_q = (q_j - y).mul_(1.0 / rows)
-        if fast:  # one C call: every layer's gradients, written into critic j's slices
+        """Critic j's gradients from dL_c/dQ_j = (Q_j - y) / B (and the features'), and its
+        part of the loss (and of the mean Q) into ``terms``."""
+        if fast:  # one C pass for the loss's terms, one C call for every layer's gradients
+            grad_q, mse, q_mean = native.sac_critic_grad(q_j, y)
+            terms.append((mse, q_mean))
             nets.critic_mlps[j].backward(  # type: ignore[index]
                 saved, grad_q.view(rows, 1), feat_value, action,
                 dw=native.addresses(w_grads, j), db=native.addresses(b_grads, j),
                 dx=feat_grad,
             )  # fmt: skip
         else:
+            grad_q = (q_j[:, 0] - y).mul_(1.0 / rows)
             _critic_backward(nets, j, saved, grad_q, w_grads, b_grads, feat_grad)
 
     # Each critic's forward on (s, a), and its backward right after it while its activations
@@ -370,21 +374,26 @@ def _critic_part(
     # actions are there), after all forwards on the parallel one (they come from the second
     # thread meanwhile). The same ops either way.
     y = target() if isinstance(boot, _Ready) else None
-    qs, waiting = [], []
+    qs, waiting, terms = [], [], []
     for j in range(len(nets.critic_layers)):
         out, saved = _forward(nets, j, feat_value, action, fast)
-        qs.append(out[:, 0])
+        qs.append(out)
         if y is not None:
-            backward(j, saved, qs[j], y)
+            backward(j, saved, out, y)
         else:
             waiting.append(saved)
     if y is None:
         y = target()
         for j, saved in enumerate(waiting):
             backward(j, saved, qs[j], y)
-    q = torch.stack(qs)  # (k, B)
-    critic_loss = 0.5 * (q - y).square().mean(-1).sum()
-    info = {"stats/q": q.mean(), "stats/alpha": torch.as_tensor(alpha)}
+    if fast:
+        critic_loss = torch.tensor(0.5 * sum(mse for mse, _ in terms))
+        q_mean = torch.tensor(sum(m for _, m in terms) / len(terms))
+    else:
+        q = torch.stack([out[:, 0] for out in qs])  # (k, B)
+        critic_loss = 0.5 * (q - y).square().mean(-1).sum()
+        q_mean = q.mean()
+    info = {"stats/q": q_mean, "stats/alpha": torch.as_tensor(alpha)}
     params = [*nets.critic_w, *nets.critic_b]
     into = feat if feat_grad is not None else None
     return {"loss_rl_critic": (critic_loss, params, [*w_grads, *b_grads], into, feat_grad)}, info
@@ -431,22 +440,29 @@ def _actor_part(
     out_pi, saved_pi = _forward(nets, None, feat, None, fast)
     pi_action, log_prob, std, raw = _sample(out_pi, eps, nets)
     critics = [_forward(nets, j, feat, pi_action, fast) for j in range(len(nets.critic_layers))]
-    q_pi, which = torch.stack([out[:, 0] for out, _ in critics]).min(0)
-    actor_loss = (alpha * log_prob - q_pi).mean()
-
     # The min's gradient -1/B goes to the critic that is the minimum in each row (where
     # autograd's min sends it): each critic back-propagates only its own rows (half the rows
     # of two critics)
+    if fast:  # the loss, each critic's rows and the mean log-probability in one C pass
+        loss, picked, mean_log_prob = native.sac_actor_loss(
+            [out for out, _ in critics], log_prob, alpha
+        )
+        actor_loss, log_prob_mean = torch.tensor(loss), torch.tensor(mean_log_prob)
+        slope = torch.full((rows, 1), -1.0 / rows, dtype=feat.dtype)
+    else:
+        q_pi, which = torch.stack([out[:, 0] for out, _ in critics]).min(0)
+        actor_loss, log_prob_mean = (alpha * log_prob - q_pi).mean(), log_prob.mean()
+        picked = [(which == j).nonzero()[:, 0] for j in range(len(critics))]
     n = len(nets.critic_w)
     grad_a = torch.zeros_like(pi_action)
     for j, (_, saved) in enumerate(critics):
-        sel = (which == j).nonzero()[:, 0]
-        g = torch.full((sel.shape[0], 1), -1.0 / rows, dtype=feat.dtype)
+        sel = picked[j]
         if fast:  # one C call, the rows picked inside it: the action columns' gradient
             nets.critic_mlps[j].backward(  # type: ignore[index]
-                saved, g, feat, pi_action, sel, dx=grad_a, kfrom=dim
+                saved, slope[: sel.shape[0]], feat, pi_action, sel, dx=grad_a, kfrom=dim
             )
             continue
+        g = torch.full((sel.shape[0], 1), -1.0 / rows, dtype=feat.dtype)
         layers = nets.critic_layers[j]
         for i in reversed(range(n)):
             if i < n - 1:
@@ -483,8 +499,8 @@ def _actor_part(
                 g = torch.mm(g, nets.actor_w[i])
     params = [*nets.actor_w, *nets.actor_b]
     parts = {"loss_rl_actor": (actor_loss, params, [*w_grads, *b_grads], None, None)}
-    info = {"stats/entropy": -log_prob.mean()}
+    info = {"stats/entropy": -log_prob_mean}
     if log_alpha is not None:
-        gap = (log_prob + target_entropy).mean()
+        gap = log_prob_mean + target_entropy
         parts["loss_rl_alpha"] = (-log_alpha.detach() * gap, [log_alpha], [-gap], None, None)
     return parts, info

@@ -509,6 +509,85 @@ int reprl_mlp_backward(const reprl_mlp *net, const float *g, int ldg, const int6
     return status;
 }
 
+/* SAC's critic target: y[i] = returns[i] + discount[i] (min_j q_j[i] - alpha log_prob[i]) for
+ * the target critics' outputs q_j (count of them; element i at q[j][i * ld]). */
+void reprl_sac_target(const float *const *q, int count, int ld, const float *restrict log_prob,
+                      const float *restrict returns, const float *restrict discount,
+                      float alpha, float *restrict y, int rows) {
+    for (int i = 0; i < rows; i++) {
+        float m = q[0][(size_t)i * ld];
+        for (int j = 1; j < count; j++) {
+            const float v = q[j][(size_t)i * ld];
+            m = v < m ? v : m;
+        }
+        y[i] = returns[i] + discount[i] * (m - alpha * log_prob[i]);
+    }
+}
+
+/* One critic's part of SAC's critic loss: g[i] = (q[i * ld] - y[i]) / rows, the gradient of
+ * 0.5 mean_i (q_i - y_i)^2; returns mean_i (q_i - y_i)^2 and writes mean_i q_i to q_mean
+ * (sums in double). */
+float reprl_sac_critic_grad(const float *restrict q, int ld, const float *restrict y,
+                            float *restrict g, float *restrict q_mean, int rows) {
+    const float scale = 1.f / (float)rows;
+    double sq = 0.0, sum = 0.0;
+    for (int i = 0; i < rows; i++) {
+        const float qi = q[(size_t)i * ld], d = qi - y[i];
+        g[i] = d * scale;
+        sq += (double)d * d;
+        sum += qi;
+    }
+    *q_mean = (float)(sum / rows);
+    return (float)(sq / rows);
+}
+
+/* SAC's actor loss mean_i (alpha log_prob_i - min_j q_j[i]) over the critics' outputs q_j
+ * (count_q <= 64 of them) on the actor's actions: the rows where critic j is the minimum (the
+ * first one on ties, as torch.min) listed in rows_of (count[0] rows for critic 0, then
+ * critic 1's ...), count[j] written; mean_log_prob[0] = mean_i log_prob_i (sums in double).
+ * Returns the loss. */
+float reprl_sac_actor_loss(const float *const *q, int count_q, int ld,
+                           const float *restrict log_prob, float alpha,
+                           int64_t *restrict rows_of, int64_t *restrict count,
+                           float *restrict mean_log_prob, int rows) {
+    double loss = 0.0, lp = 0.0;
+    for (int j = 0; j < count_q; j++) count[j] = 0;
+    for (int i = 0; i < rows; i++) {
+        int which = 0;
+        float m = q[0][(size_t)i * ld];
+        for (int j = 1; j < count_q; j++) {
+            const float v = q[j][(size_t)i * ld];
+            if (v < m) {
+                m = v;
+                which = j;
+            }
+        }
+        count[which]++;
+        loss += (double)(alpha * log_prob[i] - m);
+        lp += log_prob[i];
+    }
+    int64_t start[64];
+    int64_t at = 0;
+    for (int j = 0; j < count_q; j++) {
+        start[j] = at;
+        at += count[j];
+    }
+    for (int i = 0; i < rows; i++) { /* the same argmin again, to place row i */
+        int which = 0;
+        float m = q[0][(size_t)i * ld];
+        for (int j = 1; j < count_q; j++) {
+            const float v = q[j][(size_t)i * ld];
+            if (v < m) {
+                m = v;
+                which = j;
+            }
+        }
+        rows_of[start[which]++] = i;
+    }
+    *mean_log_prob = (float)(lp / rows);
+    return (float)(loss / rows);
+}
+
 /* SAC's tanh-Gaussian sample and its log-probability, for rows of the actor's output
  * out (B, 2A) (row stride ld: the means in columns [0, A), the raw log-stds in [A, 2A))
  * and noise eps (B, A): log_std = clamp(raw, lo, hi), std = exp(log_std),

@@ -70,6 +70,9 @@ _SIGNATURES: dict[str, tuple[list[Any], Any]] = {
     ),
     "reprl_squashed_gaussian": ([_P, _I, _P, _F, _F, _P, _P, _P, _I, _I], None),
     "reprl_set_sgemm": ([_P], None),
+    "reprl_sac_target": ([_P, _I, _I, _P, _P, _P, _F, _P, _I], None),
+    "reprl_sac_critic_grad": ([_P, _I, _P, _P, _P, _I], _F),
+    "reprl_sac_actor_loss": ([_P, _I, _I, _P, _F, _P, _P, _P, _I], _F),
     "reprl_mlp_forward": ([_P, _P, _I, _I, _P, _I, _I, _I, _P, _P, _I], _I),
     "reprl_mlp_backward": (
         [_P, _P, _I, _P, _I, _P, _I, _P, _I, _I, _P, _I, _I, _P, _P, _P, _I, _I, _I],
@@ -298,6 +301,68 @@ def relu_narrow_backward(
             0 if dx is None else dx.stride(0),
         )
     )  # fmt: skip
+
+
+def _outputs(qs: list[torch.Tensor]) -> tuple[Any, int]:
+    """A C array of the first columns' addresses of outputs ``(B, M)`` (contiguous, one
+    shape), and their row stride."""
+    return (ctypes.c_void_p * len(qs))(*(q.data_ptr() for q in qs)), qs[0].stride(0)
+
+
+def sac_target(
+    next_q: list[torch.Tensor],
+    next_log_prob: torch.Tensor,
+    returns: torch.Tensor,
+    discount: torch.Tensor,
+    alpha: float,
+) -> torch.Tensor:
+    """SAC's critic target ``returns + discount (min_j next_q_j[:, 0] - alpha next_log_prob)``
+    ``(B,)`` from the target critics' outputs ``(B, 1)`` (contiguous float32 CPU tensors)."""
+    lib = library()
+    assert lib is not None
+    y = returns.new_empty(returns.shape[0])
+    returns, discount = returns.contiguous(), discount.contiguous()
+    next_log_prob = next_log_prob.contiguous()
+    qs, ld = _outputs(next_q)
+    lib.reprl_sac_target(
+        qs, len(next_q), ld, next_log_prob.data_ptr(), returns.data_ptr(), discount.data_ptr(),
+        alpha, y.data_ptr(), y.shape[0],
+    )  # fmt: skip
+    return y
+
+
+def sac_critic_grad(q: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float, float]:
+    """One critic's part of SAC's critic loss from its outputs ``q (B, 1)`` and the target
+    ``y (B,)``: ``(dL/dq (B,) of 0.5 mean (q - y)^2, mean (q - y)^2, mean q)``."""
+    lib = library()
+    assert lib is not None and y.is_contiguous()
+    g = y.new_empty(y.shape[0])
+    q_mean = ctypes.c_float()
+    mse = lib.reprl_sac_critic_grad(
+        q.data_ptr(), q.stride(0), y.data_ptr(), g.data_ptr(), ctypes.byref(q_mean), y.shape[0]
+    )
+    return g, mse, q_mean.value
+
+
+def sac_actor_loss(
+    q: list[torch.Tensor], log_prob: torch.Tensor, alpha: float
+) -> tuple[float, list[torch.Tensor], float]:
+    """SAC's actor loss ``mean(alpha log_prob - min_j q_j[:, 0])`` from the critics' outputs
+    ``(B, 1)`` on the actor's actions: ``(loss, each critic's rows where it is the minimum
+    (int64, the first on ties as torch.min), mean log_prob)``."""
+    lib = library()
+    assert lib is not None and len(q) <= 64
+    log_prob = log_prob.contiguous()
+    rows = log_prob.shape[0]
+    rows_of = torch.empty(rows, dtype=torch.int64)
+    count = torch.empty(len(q), dtype=torch.int64)
+    mean_lp = ctypes.c_float()
+    qs, ld = _outputs(q)
+    loss = lib.reprl_sac_actor_loss(
+        qs, len(q), ld, log_prob.data_ptr(), alpha, rows_of.data_ptr(), count.data_ptr(),
+        ctypes.byref(mean_lp), rows,
+    )  # fmt: skip
+    return loss, list(rows_of.split(count.tolist())), mean_lp.value
 
 
 def squashed_gaussian_backward(
