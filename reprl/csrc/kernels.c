@@ -152,42 +152,57 @@ void reprl_relu_head(float *restrict h, const float *restrict bh, int rows, int 
     }
 }
 
+/* Columns [j, j + 8 V) of head_backward_cols. */
+static inline __attribute__((always_inline)) void head_backward_block(
+    const float *restrict g, int ldg, const float *restrict w, const float *restrict h,
+    const int64_t *restrict idx, float *restrict gh, int rows, int width, float *restrict dw,
+    float *restrict db_h, int j, const int V, const int outs) {
+    v8f wm[2][8], dwm[2][8], db[2];
+    for (int v = 0; v < V; v++) {
+        db[v] = splat(0.f);
+        for (int m = 0; m < outs; m++) {
+            wm[v][m] = LOAD(w + (size_t)m * width + j + 8 * v);
+            dwm[v][m] = splat(0.f);
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        const size_t i = idx ? (size_t)idx[r] : (size_t)r;
+        for (int v = 0; v < V; v++) {
+            const v8f hv = LOAD(h + i * width + j + 8 * v);
+            v8f p = splat(0.f);
+            for (int m = 0; m < outs; m++) {
+                const v8f gm = splat(g[(size_t)r * ldg + m]);
+                p += gm * wm[v][m];
+                dwm[v][m] += gm * hv;
+            }
+            const v8f out = mask8(p, hv);
+            STORE(gh + (size_t)r * width + j + 8 * v, out);
+            db[v] += out;
+        }
+    }
+    for (int v = 0; v < V; v++) {
+        if (dw)
+            for (int m = 0; m < outs; m++) STORE(dw + (size_t)m * width + j + 8 * v, dwm[v][m]);
+        if (db_h) STORE(db_h + j + 8 * v, db[v]);
+    }
+}
+
 /* The backward of a narrow output layer y = h @ w^T + b (w: (outs, width)) and of the ReLU
  * that made h, from g = dL/dy (rows, outs; row stride ldg). h's row r is h[idx[r]] when idx is
  * given. Writes gh (rows, width) = dL/d(pre-ReLU) = (g[r] @ w) where h > 0, and when not NULL:
  * dw (outs, width) = g^T h, db_h (width) = the column sums of gh (the hidden layer's bias
- * gradient), db_out (outs) = the column sums of g. Column blocks outside, rows inside: the
- * sums stay in registers. */
+ * gradient), db_out (outs) = the column sums of g. Column blocks of 16 (whole cache lines)
+ * outside, rows inside: the sums stay in registers. */
 static inline __attribute__((always_inline)) void head_backward_cols(
     const float *restrict g, int ldg, const float *restrict w, const float *restrict h,
     const int64_t *restrict idx, float *restrict gh, int rows, int width, float *restrict dw,
     float *restrict db_h, const int outs) {
-    const int w8 = width & ~7;
+    const int w16 = width & ~15, w8 = width & ~7;
     int j = 0;
-    for (; j < w8; j += 8) {
-        v8f wm[8], dwm[8];
-        for (int m = 0; m < outs; m++) {
-            wm[m] = LOAD(w + (size_t)m * width + j);
-            dwm[m] = splat(0.f);
-        }
-        v8f db = splat(0.f);
-        for (int r = 0; r < rows; r++) {
-            const size_t i = idx ? (size_t)idx[r] : (size_t)r;
-            const v8f hv = LOAD(h + i * width + j);
-            v8f p = splat(0.f);
-            for (int m = 0; m < outs; m++) {
-                const v8f gm = splat(g[(size_t)r * ldg + m]);
-                p += gm * wm[m];
-                dwm[m] += gm * hv;
-            }
-            const v8f v = mask8(p, hv);
-            STORE(gh + (size_t)r * width + j, v);
-            db += v;
-        }
-        if (dw)
-            for (int m = 0; m < outs; m++) STORE(dw + (size_t)m * width + j, dwm[m]);
-        if (db_h) STORE(db_h + j, db);
-    }
+    for (; j < w16; j += 16)
+        head_backward_block(g, ldg, w, h, idx, gh, rows, width, dw, db_h, j, 2, outs);
+    for (; j < w8; j += 8)
+        head_backward_block(g, ldg, w, h, idx, gh, rows, width, dw, db_h, j, 1, outs);
     for (; j < width; j++) {
         float dws[8] = {0}, db = 0.f;
         for (int r = 0; r < rows; r++) {
@@ -228,28 +243,42 @@ void reprl_head_backward(const float *restrict g, int ldg, int outs, const float
         }
 }
 
+/* Columns [j, j + 8 V) of relu_wgrad_cols: (K + 1) V sums in registers over the rows. */
+static inline __attribute__((always_inline)) void relu_wgrad_block(
+    const float *restrict g, int ldg, const float *restrict h, const int64_t *restrict idx,
+    const float *restrict x, int rows, int width, float *restrict dw, float *restrict db,
+    int j, const int V, const int K) {
+    v8f acc[2][16], dbv[2];
+    for (int v = 0; v < V; v++) {
+        dbv[v] = splat(0.f);
+        for (int k = 0; k < K; k++) acc[v][k] = splat(0.f);
+    }
+    for (int r = 0; r < rows; r++) {
+        const size_t i = idx ? (size_t)idx[r] : (size_t)r;
+        for (int v = 0; v < V; v++) {
+            const v8f gm =
+                mask8(LOAD(g + (size_t)r * ldg + j + 8 * v), LOAD(h + i * width + j + 8 * v));
+            dbv[v] += gm;
+            for (int k = 0; k < K; k++) acc[v][k] += splat(x[(size_t)r * K + k]) * gm;
+        }
+    }
+    for (int v = 0; v < V; v++) {
+        if (dw)
+            for (int k = 0; k < K; k++) STORE(dw + (size_t)k * width + j + 8 * v, acc[v][k]);
+        if (db) STORE(db + j + 8 * v, dbv[v]);
+    }
+}
+
 /* dw (K, width) = x^T gm and db = the column sums of gm, gm = g where h > 0: column blocks
- * outside, rows inside (K + 1 sums in registers). x: (rows, K) contiguous. */
+ * of 16 (whole cache lines) outside, rows inside, the sums in registers. x: (rows, K). */
 static inline __attribute__((always_inline)) void relu_wgrad_cols(
     const float *restrict g, int ldg, const float *restrict h, const int64_t *restrict idx,
     const float *restrict x, int rows, int width, float *restrict dw, float *restrict db,
     const int K) {
-    const int w8 = width & ~7;
+    const int w16 = width & ~15, w8 = width & ~7;
     int j = 0;
-    for (; j < w8; j += 8) {
-        v8f acc[16];
-        for (int k = 0; k < K; k++) acc[k] = splat(0.f);
-        v8f dbv = splat(0.f);
-        for (int r = 0; r < rows; r++) {
-            const size_t i = idx ? (size_t)idx[r] : (size_t)r;
-            const v8f v = mask8(LOAD(g + (size_t)r * ldg + j), LOAD(h + i * width + j));
-            dbv += v;
-            for (int k = 0; k < K; k++) acc[k] += splat(x[(size_t)r * K + k]) * v;
-        }
-        if (dw)
-            for (int k = 0; k < K; k++) STORE(dw + (size_t)k * width + j, acc[k]);
-        if (db) STORE(db + j, dbv);
-    }
+    for (; j < w16; j += 16) relu_wgrad_block(g, ldg, h, idx, x, rows, width, dw, db, j, 2, K);
+    for (; j < w8; j += 8) relu_wgrad_block(g, ldg, h, idx, x, rows, width, dw, db, j, 1, K);
     for (; j < width; j++) {
         float acc[16] = {0}, dbs = 0.f;
         for (int r = 0; r < rows; r++) {
