@@ -264,3 +264,29 @@ def test_mlp_forward_and_backward_equal_autograd(
     for mine, theirs in zip([*dw, *db], [*ref[0:-2:2], *ref[1:-2:2]], strict=True):
         close(mine, theirs)
     close(dx, torch.cat([ref[-2], ref[-1]], -1))
+
+
+@needs_native
+def test_sac_loss_glue_equals_torch() -> None:
+    """The C passes of SAC's loss glue: the target, a critic's loss terms, and the actor loss
+    with each critic's rows (ties to the first critic, as torch.min), against torch ops on
+    strided inputs."""
+    gen = torch.Generator().manual_seed(3)
+    rows = 50
+    q = [torch.randn(rows, 1, generator=gen) for _ in range(2)]
+    q[1][:5] = q[0][:5]  # ties
+    log_prob = torch.randn(rows, generator=gen)
+    returns = torch.randn(rows, 2, generator=gen)[:, 0]  # strided, as window slices are
+    discount = torch.rand(rows, 2, generator=gen)[:, 1]
+    q_min, which = torch.stack([x[:, 0] for x in q]).min(0)
+    y = native.sac_target(q, log_prob, returns, discount, 0.2)
+    close(y, returns + discount * (q_min - 0.2 * log_prob))
+    g, mse, q_mean = native.sac_critic_grad(q[0], y)
+    close(g, (q[0][:, 0] - y) / rows)
+    assert mse == pytest.approx((q[0][:, 0] - y).square().mean().item(), rel=1e-5)
+    assert q_mean == pytest.approx(q[0].mean().item(), rel=1e-5, abs=1e-6)
+    loss, picked, mean_lp = native.sac_actor_loss(q, log_prob, 0.2)
+    assert loss == pytest.approx((0.2 * log_prob - q_min).mean().item(), rel=1e-5, abs=1e-6)
+    assert mean_lp == pytest.approx(log_prob.mean().item(), rel=1e-5, abs=1e-6)
+    for j, rows_j in enumerate(picked):
+        assert torch.equal(rows_j, (which == j).nonzero()[:, 0])
