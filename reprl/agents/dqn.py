@@ -356,10 +356,9 @@ class DQN(OffPolicyAgent):
         rounding), else from the kept layer views (the modules' numbers bit for bit)."""
         params = self._target_params if target else self.td_layers
         assert params is not None
-        if native.available() and x.dtype == torch.float32:
-            mlp = native.MLP.of(*params)
-            if mlp is not None:
-                return mlp.forward(x)[0]
+        mlp = native.MLP.of(*params, x)
+        if mlp is not None:
+            return mlp.forward(x)[0]
         return kernels.chain(x, self.target_layers if target else self.act_layers)
 
     def fused_loss(self, mb: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

@@ -98,18 +98,9 @@ class Nets:
                 [kernels._mlp_layer(critics, i, j, True) for i in range(len(self.critic_w))]
                 for j in range(self.critic_w[0].shape[0])
             ]
-        heads = [layers[-1][0].t() for layers in self.critic_layers]  # (1, H) views
-        fit = native.MLP.fits(self.actor_layers, self.actor_w[-1]) and all(
-            native.MLP.fits(layers, head)
-            for layers, head in zip(self.critic_layers, heads, strict=True)
-        )
-        self.actor_mlp = native.MLP(self.actor_layers, self.actor_w[-1]) if fit else None
-        self.critic_mlps = None
-        if fit:
-            self.critic_mlps = [
-                native.MLP(layers, head)
-                for layers, head in zip(self.critic_layers, heads, strict=True)
-            ]
+        fit = all(map(native.MLP.fits, [self.actor_layers, *self.critic_layers]))
+        self.actor_mlp = native.MLP(self.actor_layers) if fit else None
+        self.critic_mlps = [native.MLP(layers) for layers in self.critic_layers] if fit else None
 
     @classmethod
     def of(cls, policy: torch.nn.Module) -> Nets | None:

@@ -59,7 +59,7 @@ def td_loss_node(
     params = tuple(p for pair in zip(weights, biases, strict=True) for p in pair)
     rows = x.shape[0]
     with torch.no_grad():
-        mlp = _mlp(x, weights, biases)
+        mlp = native.MLP.of(weights, biases, x)
         if mlp is not None:  # the whole forward in one C call
             h, ws = mlp.forward(x)
         else:
@@ -117,13 +117,3 @@ def _backward(
         if i > 0 or need_x:
             g = kernels._dnn(g, w.t()) if big else torch.mm(g, w)
     return grads, g if need_x else None
-
-
-def _mlp(
-    x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor]
-) -> native.MLP | None:
-    """The Q head as C calls (:class:`reprl.models.native.MLP`, kept per parameter set)
-    where it fits and the kernels are on; else None (PyTorch ops)."""
-    if not (native.available() and x.dtype == torch.float32 and x.dim() == 2):
-        return None
-    return native.MLP.of(weights, biases)

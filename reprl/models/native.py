@@ -391,21 +391,6 @@ def squashed_gaussian_backward(
     return g
 
 
-def fits(layers: list[tuple[torch.Tensor, torch.Tensor]], head: torch.Tensor) -> bool:
-    """Whether a ReLU MLP (``layers`` as :func:`reprl.models.kernels.layer_views`, ``head``
-    its last weight ``(M, H)``) suits :class:`MLP`'s kernels: 2+ layers,
-    a first layer of at most :data:`NARROW` inputs, at most 8 outputs, contiguous weights
-    (either layout) and biases."""
-    return (
-        len(layers) > 1
-        and layers[0][0].shape[0] <= NARROW
-        and head.shape[0] <= 8
-        and head.is_contiguous()
-        and all(w.is_contiguous() or w.t().is_contiguous() for w, _ in layers)
-        and all(b.is_contiguous() for _, b in layers)
-    )
-
-
 MAX_LAYERS = 8
 """The deepest MLP :class:`MLP` takes (``REPRL_MAX_LAYERS`` in the C source)."""
 
@@ -430,9 +415,9 @@ class MLP:
     ``reprl_mlp_backward``): the narrow first layer and the head by the kernels above, the
     products between by the BLAS ``sgemm_`` PyTorch calls. Built once from a net's kept
     :func:`reprl.models.kernels.layer_views` (the parameters' addresses: valid while they
-    change in place only); :func:`MLP.fits` must hold."""
+    change in place only); :meth:`MLP.fits` must hold."""
 
-    def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor]], head: torch.Tensor):
+    def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor]]):
         self.widths = [layers[0][0].shape[0]] + [w.shape[1] for w, _ in layers]
         self.hidden = sum(self.widths[1:-1])
         self.outputs = self.widths[-1]
@@ -448,26 +433,41 @@ class MLP:
         self._ref = ctypes.byref(net)
 
     @classmethod
-    def of(cls, weights: list[torch.Tensor], biases: list[torch.Tensor]) -> MLP | None:
-        """The MLP of ``nn.Linear``-layout ``weights (out, in)`` and ``biases``, made once
-        per parameter set (keyed by address and shape; up to :data:`_KEPT` kept), or None
-        where it does not fit."""
+    def of(
+        cls, weights: list[torch.Tensor], biases: list[torch.Tensor], x: torch.Tensor
+    ) -> MLP | None:
+        """The MLP of ``nn.Linear``-layout ``weights (out, in)`` and ``biases`` to run on
+        ``x (B, D)``, made once per parameter set (keyed by address and shape; up to
+        :data:`_KEPT` kept); None where the kernels are off, ``x`` is not 2-D float32 or the
+        net does not fit (PyTorch ops then)."""
+        if not (available() and x.dtype == torch.float32 and x.dim() == 2):
+            return None
         key = tuple((t.data_ptr(), t.shape) for t in (*weights, *biases))
         mlp = _kept.get(key)
         if mlp is None:
             layers = kernels.layer_views(weights, biases)
-            if not cls.fits(layers, weights[-1]):
+            if not cls.fits(layers):
                 return None
             if len(_kept) >= _KEPT:
                 _kept.pop(next(iter(_kept)))
-            mlp = _kept[key] = cls(layers, weights[-1])
+            mlp = _kept[key] = cls(layers)
         return mlp
 
     @staticmethod
-    def fits(layers: list[tuple[torch.Tensor, torch.Tensor]], head: torch.Tensor) -> bool:
-        """Whether :class:`MLP` takes this net (:func:`fits`, at most :data:`MAX_LAYERS`
-        layers, a BLAS found)."""
-        return len(layers) <= MAX_LAYERS and fits(layers, head) and has_sgemm()
+    def fits(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> bool:
+        """Whether :class:`MLP` takes a ReLU MLP given as
+        :func:`reprl.models.kernels.layer_views`: 2 to :data:`MAX_LAYERS` layers, a first
+        layer of at most :data:`NARROW` inputs, at most 8 outputs with the last weight
+        readable as ``(M, H)``, contiguous weights (either layout) and biases, a BLAS found."""
+        return (
+            1 < len(layers) <= MAX_LAYERS
+            and layers[0][0].shape[0] <= NARROW
+            and layers[-1][0].shape[1] <= 8
+            and layers[-1][0].t().is_contiguous()
+            and all(w.is_contiguous() or w.t().is_contiguous() for w, _ in layers)
+            and all(b.is_contiguous() for _, b in layers)
+            and has_sgemm()
+        )
 
     def forward(
         self, x1: torch.Tensor, x2: torch.Tensor | None = None
